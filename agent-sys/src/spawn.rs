@@ -1,0 +1,58 @@
+//! Starting a child process with its end of a fresh socketpair.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::ipc::{CHILD_IPC_FD, Channel, IPC_FD_ENV, IpcError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("could not create a socketpair: {0}")]
+    SocketPair(std::io::Error),
+    #[error("could not start {path}: {source}")]
+    Exec { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Ipc(#[from] IpcError),
+}
+
+/// Starts `program` with `args`, a cleared environment (only `PATH`, `RUST_LOG`
+/// and [`IPC_FD_ENV`] pass), its stdin closed, and its end of a new socketpair at
+/// descriptor [`CHILD_IPC_FD`]. Returns the process and the platform's end.
+///
+/// Every other descriptor of ours is close-on-exec (Rust opens them so), so the
+/// child inherits nothing else.
+pub fn spawn_child(program: &Path, args: &[&str]) -> Result<(Child, Channel), SpawnError> {
+    let (ours, theirs) = UnixStream::pair().map_err(SpawnError::SocketPair)?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env(IPC_FD_ENV, CHILD_IPC_FD.to_string())
+        .stdin(Stdio::null());
+    for key in ["PATH", "RUST_LOG", "PALISADE_LOG_FORMAT"] {
+        if let Ok(v) = std::env::var(key) {
+            cmd.env(key, v);
+        }
+    }
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // dup2, which is async-signal-safe; it allocates nothing and takes no lock.
+    // dup2 clears FD_CLOEXEC on the new descriptor, so exactly this one end of
+    // the socketpair survives the exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(theirs_fd, CHILD_IPC_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|source| SpawnError::Exec { path: program.display().to_string(), source })?;
+    drop(theirs);
+    Ok((child, Channel::from_std(ours)?))
+}

@@ -1,0 +1,142 @@
+//! Backend configuration: a TOML file (`deny_unknown_fields`), overridden by
+//! command-line flags, validated at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The whole configuration, as the file spells it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database, the PKI and everything else the backend keeps live.
+    pub data_dir: PathBuf,
+    /// One address and port: QUIC on UDP, HTTPS (UI, API, enrollment, WSS) on TCP.
+    pub listen: SocketAddr,
+    pub tls: TlsConfig,
+    pub web: WebConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Names and addresses the generated server certificate is valid for
+    /// (in addition to localhost, 127.0.0.1, ::1 and this machine's hostname).
+    pub server_names: Vec<String>,
+    /// An operator-supplied server certificate chain (PEM, leaf first, ending
+    /// with the CA agents should pin) and its key. Both or neither.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Idle timeout of a browser session, seconds.
+    pub session_idle_timeout_secs: u64,
+    /// Absolute lifetime of a browser session, seconds.
+    pub session_max_lifetime_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/palisade-backend"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            tls: TlsConfig::default(),
+            web: WebConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { server_names: Vec::new(), cert_file: None, key_file: None }
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig { session_idle_timeout_secs: 30 * 60, session_max_lifetime_secs: 12 * 3600 }
+    }
+}
+
+impl Config {
+    /// Loads `path` if given, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else { return Ok(Config::default()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    /// Parses the TOML text of a config file.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks what types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls.cert_file",
+                message: "tls.cert_file and tls.key_file go together".into(),
+            });
+        }
+        if self.web.session_idle_timeout_secs == 0 || self.web.session_max_lifetime_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "web.session_idle_timeout_secs",
+                message: "session timeouts must be positive".into(),
+            });
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid { key: "data_dir", message: "must not be empty".into() });
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("palisade.db")
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.data_dir.join("pki")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").expect_err("unknown key");
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn file_values_are_read() {
+        let c = Config::parse("data_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:9\"\n[tls]\nserver_names = [\"a.example\"]\n")
+            .expect("valid config");
+        assert_eq!(c.listen.port(), 9);
+        assert_eq!(c.tls.server_names, vec!["a.example".to_owned()]);
+        c.validate().expect("valid");
+    }
+
+    #[test]
+    fn half_a_certificate_is_refused() {
+        let c = Config::parse("[tls]\ncert_file = \"/x.pem\"\n").expect("parses");
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key: "tls.cert_file", .. })));
+    }
+}

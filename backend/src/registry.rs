@@ -1,0 +1,103 @@
+//! Agents connected to this backend right now.
+//!
+//! A host is "online" while its agent holds a live connection to this
+//! backend. Connections are known only in memory: when the backend restarts,
+//! every host is offline until its agent reconnects, which is the truth.
+//! (With several replicas, a later issue moves this into the shared database.)
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::store::Millis;
+
+/// How an agent is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Quic,
+    Wss,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Quic => "quic",
+            Transport::Wss => "wss",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub transport: Transport,
+    pub connected_at: Millis,
+    pub remote: std::net::SocketAddr,
+    /// Distinguishes this connection from an older one of the same agent.
+    pub conn_id: u64,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<HashMap<String, Connection>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a new connection of `agent_id`, replacing any older one, and
+    /// returns its id (pass it to [`Registry::disconnected`]).
+    pub fn connected(
+        &self,
+        agent_id: &str,
+        transport: Transport,
+        remote: std::net::SocketAddr,
+        now: Millis,
+    ) -> u64 {
+        let conn_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let conn = Connection { transport, connected_at: now, remote, conn_id };
+        self.lock().insert(agent_id.to_owned(), conn);
+        conn_id
+    }
+
+    /// Forgets the connection `conn_id` of `agent_id`, unless a newer one took its place.
+    pub fn disconnected(&self, agent_id: &str, conn_id: u64) {
+        let mut map = self.lock();
+        if map.get(agent_id).is_some_and(|c| c.conn_id == conn_id) {
+            map.remove(agent_id);
+        }
+    }
+
+    /// The live connection of `agent_id`, if any.
+    pub fn get(&self, agent_id: &str) -> Option<Connection> {
+        self.lock().get(agent_id).cloned()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every operation is a single insert/remove), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_connection_survives_older_disconnect() {
+        let r = Registry::new();
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let old = r.connected("a", Transport::Quic, addr, 1);
+        let new = r.connected("a", Transport::Wss, addr, 2);
+        r.disconnected("a", old);
+        assert_eq!(r.get("a").map(|c| c.conn_id), Some(new));
+        r.disconnected("a", new);
+        assert!(r.get("a").is_none());
+    }
+}

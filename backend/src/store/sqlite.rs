@@ -1,0 +1,1 @@
+//! SQLite implementation of [`super::Store`] (to be written).

@@ -1,0 +1,560 @@
+//! Typed envelopes and their decoders. Everything that arrives from a network
+//! or from another process goes through one of the `decode_*` functions, which
+//! never panic and return a [`DecodeError`] naming what was wrong.
+
+use prost::Message;
+
+use crate::pb;
+
+/// Longest string we accept in any field (hostnames, paths, versions).
+pub const MAX_STRING: usize = 4096;
+/// Most elements we accept in any repeated field (filesystems, interfaces, children).
+pub const MAX_ITEMS: usize = 4096;
+
+/// Why bytes from a peer could not be turned into a message.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("malformed protobuf in {message}: {reason}")]
+    Protobuf { message: &'static str, reason: String },
+    #[error("{message} has no {field}")]
+    Missing { message: &'static str, field: &'static str },
+    #[error("invalid {field} in {message}: {reason}")]
+    Invalid { message: &'static str, field: &'static str, reason: String },
+}
+
+fn protobuf<M: Message + Default>(name: &'static str, bytes: &[u8]) -> Result<M, DecodeError> {
+    M::decode(bytes).map_err(|e| DecodeError::Protobuf { message: name, reason: e.to_string() })
+}
+
+fn invalid(message: &'static str, field: &'static str, reason: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid { message, field, reason: reason.into() }
+}
+
+fn check_str(message: &'static str, field: &'static str, value: &str) -> Result<(), DecodeError> {
+    if value.len() > MAX_STRING {
+        return Err(invalid(message, field, format!("longer than {MAX_STRING} bytes")));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(invalid(message, field, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn check_items(message: &'static str, field: &'static str, len: usize) -> Result<(), DecodeError> {
+    if len > MAX_ITEMS {
+        return Err(invalid(message, field, format!("more than {MAX_ITEMS} items")));
+    }
+    Ok(())
+}
+
+fn check_f64(message: &'static str, field: &'static str, value: f64, max: f64) -> Result<(), DecodeError> {
+    if !value.is_finite() || value < 0.0 || value > max {
+        return Err(invalid(message, field, format!("{value} is outside 0..={max}")));
+    }
+    Ok(())
+}
+
+/// Checks the values of a [`pb::HostFacts`] that came from outside.
+pub fn validate_facts(facts: &pb::HostFacts) -> Result<(), DecodeError> {
+    const M: &str = "HostFacts";
+    check_str(M, "hostname", &facts.hostname)?;
+    if facts.hostname.is_empty() {
+        return Err(DecodeError::Missing { message: M, field: "hostname" });
+    }
+    check_str(M, "os_pretty_name", &facts.os_pretty_name)?;
+    check_str(M, "os_id", &facts.os_id)?;
+    check_str(M, "os_version_id", &facts.os_version_id)?;
+    check_str(M, "kernel_release", &facts.kernel_release)?;
+    check_str(M, "architecture", &facts.architecture)?;
+    Ok(())
+}
+
+/// Checks the values of a [`pb::Metrics`] that came from outside.
+pub fn validate_metrics(m: &pb::Metrics) -> Result<(), DecodeError> {
+    const M: &str = "Metrics";
+    check_f64(M, "cpu_percent", m.cpu_percent, 100.0)?;
+    // A load average above a million is not a measurement, it is an attack.
+    check_f64(M, "load_1", m.load_1, 1e6)?;
+    check_f64(M, "load_5", m.load_5, 1e6)?;
+    check_f64(M, "load_15", m.load_15, 1e6)?;
+    if m.memory_available_bytes > m.memory_total_bytes {
+        return Err(invalid(M, "memory_available_bytes", "greater than memory_total_bytes"));
+    }
+    if m.swap_free_bytes > m.swap_total_bytes {
+        return Err(invalid(M, "swap_free_bytes", "greater than swap_total_bytes"));
+    }
+    check_items(M, "filesystems", m.filesystems.len())?;
+    for fs in &m.filesystems {
+        check_str(M, "filesystems.mount_point", &fs.mount_point)?;
+        check_str(M, "filesystems.device", &fs.device)?;
+        check_str(M, "filesystems.fs_type", &fs.fs_type)?;
+        if fs.used_bytes > fs.total_bytes {
+            return Err(invalid(M, "filesystems.used_bytes", "greater than total_bytes"));
+        }
+    }
+    check_items(M, "network", m.network.len())?;
+    for n in &m.network {
+        check_str(M, "network.interface", &n.interface)?;
+    }
+    Ok(())
+}
+
+fn validate_agent_health(h: &pb::AgentHealth) -> Result<(), DecodeError> {
+    const M: &str = "AgentHealth";
+    check_items(M, "children", h.children.len())?;
+    for c in &h.children {
+        Role::parse(&c.role).map_err(|_| invalid(M, "children.role", format!("unknown role {:?}", c.role)))?;
+        check_str(M, "children.sandbox", &c.sandbox)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Uplink: agent -> backend
+
+/// A frame from the agent to the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Uplink {
+    Hello(Hello),
+    Record(Record),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub agent_version: String,
+}
+
+/// One durable record. `seq` is at least 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub seq: u64,
+    pub created_at_unix_ms: i64,
+    pub body: RecordBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordBody {
+    Facts(pb::HostFacts),
+    Metrics(pb::Metrics),
+    AgentHealth(pb::AgentHealth),
+}
+
+impl RecordBody {
+    /// A short name for logs and the backend's record ledger.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RecordBody::Facts(_) => "facts",
+            RecordBody::Metrics(_) => "metrics",
+            RecordBody::AgentHealth(_) => "agent_health",
+        }
+    }
+}
+
+impl TryFrom<pb::Record> for Record {
+    type Error = DecodeError;
+
+    fn try_from(r: pb::Record) -> Result<Self, DecodeError> {
+        const M: &str = "Record";
+        if r.seq == 0 {
+            return Err(invalid(M, "seq", "sequence numbers start at 1"));
+        }
+        let body = match r.body.ok_or(DecodeError::Missing { message: M, field: "body" })? {
+            pb::record::Body::Facts(f) => {
+                validate_facts(&f)?;
+                RecordBody::Facts(f)
+            }
+            pb::record::Body::Metrics(m) => {
+                validate_metrics(&m)?;
+                RecordBody::Metrics(m)
+            }
+            pb::record::Body::AgentHealth(h) => {
+                validate_agent_health(&h)?;
+                RecordBody::AgentHealth(h)
+            }
+        };
+        Ok(Record { seq: r.seq, created_at_unix_ms: r.created_at_unix_ms, body })
+    }
+}
+
+impl From<Record> for pb::Record {
+    fn from(r: Record) -> Self {
+        let body = match r.body {
+            RecordBody::Facts(f) => pb::record::Body::Facts(f),
+            RecordBody::Metrics(m) => pb::record::Body::Metrics(m),
+            RecordBody::AgentHealth(h) => pb::record::Body::AgentHealth(h),
+        };
+        pb::Record { seq: r.seq, created_at_unix_ms: r.created_at_unix_ms, body: Some(body) }
+    }
+}
+
+impl TryFrom<pb::UplinkFrame> for Uplink {
+    type Error = DecodeError;
+
+    fn try_from(f: pb::UplinkFrame) -> Result<Self, DecodeError> {
+        match f.msg.ok_or(DecodeError::Missing { message: "UplinkFrame", field: "msg" })? {
+            pb::uplink_frame::Msg::Hello(h) => {
+                check_str("Hello", "agent_version", &h.agent_version)?;
+                Ok(Uplink::Hello(Hello {
+                    protocol_version: h.protocol_version,
+                    agent_version: h.agent_version,
+                }))
+            }
+            pb::uplink_frame::Msg::Record(r) => Ok(Uplink::Record(r.try_into()?)),
+        }
+    }
+}
+
+impl From<Uplink> for pb::UplinkFrame {
+    fn from(u: Uplink) -> Self {
+        let msg = match u {
+            Uplink::Hello(h) => pb::uplink_frame::Msg::Hello(pb::Hello {
+                protocol_version: h.protocol_version,
+                agent_version: h.agent_version,
+            }),
+            Uplink::Record(r) => pb::uplink_frame::Msg::Record(r.into()),
+        };
+        pb::UplinkFrame { msg: Some(msg) }
+    }
+}
+
+/// Decodes one frame body sent by an agent.
+pub fn decode_uplink(bytes: &[u8]) -> Result<Uplink, DecodeError> {
+    protobuf::<pb::UplinkFrame>("UplinkFrame", bytes)?.try_into()
+}
+
+/// Decodes one spooled record (the agent's own spool holds `pb::Record` bodies).
+pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
+    protobuf::<pb::Record>("Record", bytes)?.try_into()
+}
+
+// ---------------------------------------------------------------------------
+// Downlink: backend -> agent
+
+/// A frame from the backend to the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Downlink {
+    HelloAck { protocol_version: u32, stored_up_to_seq: u64, server_time_unix_ms: i64 },
+    Ack { up_to_seq: u64 },
+    Refused(String),
+}
+
+impl TryFrom<pb::DownlinkFrame> for Downlink {
+    type Error = DecodeError;
+
+    fn try_from(f: pb::DownlinkFrame) -> Result<Self, DecodeError> {
+        Ok(match f.msg.ok_or(DecodeError::Missing { message: "DownlinkFrame", field: "msg" })? {
+            pb::downlink_frame::Msg::HelloAck(a) => Downlink::HelloAck {
+                protocol_version: a.protocol_version,
+                stored_up_to_seq: a.stored_up_to_seq,
+                server_time_unix_ms: a.server_time_unix_ms,
+            },
+            pb::downlink_frame::Msg::Ack(a) => Downlink::Ack { up_to_seq: a.up_to_seq },
+            pb::downlink_frame::Msg::Refused(reason) => {
+                check_str("DownlinkFrame", "refused", &reason)?;
+                Downlink::Refused(reason)
+            }
+        })
+    }
+}
+
+impl From<Downlink> for pb::DownlinkFrame {
+    fn from(d: Downlink) -> Self {
+        let msg = match d {
+            Downlink::HelloAck { protocol_version, stored_up_to_seq, server_time_unix_ms } => {
+                pb::downlink_frame::Msg::HelloAck(pb::HelloAck {
+                    protocol_version,
+                    stored_up_to_seq,
+                    server_time_unix_ms,
+                })
+            }
+            Downlink::Ack { up_to_seq } => pb::downlink_frame::Msg::Ack(pb::Ack { up_to_seq }),
+            Downlink::Refused(reason) => pb::downlink_frame::Msg::Refused(reason),
+        };
+        pb::DownlinkFrame { msg: Some(msg) }
+    }
+}
+
+/// Decodes one frame body sent by the backend.
+pub fn decode_downlink(bytes: &[u8]) -> Result<Downlink, DecodeError> {
+    protobuf::<pb::DownlinkFrame>("DownlinkFrame", bytes)?.try_into()
+}
+
+// ---------------------------------------------------------------------------
+// Local IPC
+
+/// The three child roles the platform supervises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Collector,
+    Monitor,
+    Control,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Collector, Role::Monitor, Role::Control];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Collector => "collector",
+            Role::Monitor => "monitor",
+            Role::Control => "control",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Role, DecodeError> {
+        match s {
+            "collector" => Ok(Role::Collector),
+            "monitor" => Ok(Role::Monitor),
+            "control" => Ok(Role::Control),
+            other => Err(invalid("ChildHello", "role", format!("unknown role {other:?}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message from the platform to a child.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToChild {
+    Config { metrics_interval_ms: u64 },
+    HealthCheck { nonce: u64 },
+    CollectFacts,
+}
+
+impl From<ToChild> for pb::ToChild {
+    fn from(m: ToChild) -> Self {
+        let msg = match m {
+            ToChild::Config { metrics_interval_ms } => {
+                pb::to_child::Msg::Config(pb::ChildConfig { metrics_interval_ms })
+            }
+            ToChild::HealthCheck { nonce } => pb::to_child::Msg::HealthCheck(pb::HealthCheck { nonce }),
+            ToChild::CollectFacts => pb::to_child::Msg::CollectFacts(pb::CollectFacts {}),
+        };
+        pb::ToChild { msg: Some(msg) }
+    }
+}
+
+/// Decodes one frame body sent by the platform to a child.
+pub fn decode_to_child(bytes: &[u8]) -> Result<ToChild, DecodeError> {
+    let m = protobuf::<pb::ToChild>("ToChild", bytes)?;
+    Ok(match m.msg.ok_or(DecodeError::Missing { message: "ToChild", field: "msg" })? {
+        pb::to_child::Msg::Config(c) => {
+            if c.metrics_interval_ms == 0 {
+                return Err(invalid("ChildConfig", "metrics_interval_ms", "must be positive"));
+            }
+            ToChild::Config { metrics_interval_ms: c.metrics_interval_ms }
+        }
+        pb::to_child::Msg::HealthCheck(h) => ToChild::HealthCheck { nonce: h.nonce },
+        pb::to_child::Msg::CollectFacts(_) => ToChild::CollectFacts,
+    })
+}
+
+/// A message from a child to the platform.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromChild {
+    Hello { role: Role, pid: u32, version: String, sandbox: String },
+    Health { nonce: u64, ok: bool, detail: String },
+    Facts(pb::HostFacts),
+    Metrics(pb::Metrics),
+}
+
+impl From<FromChild> for pb::FromChild {
+    fn from(m: FromChild) -> Self {
+        let msg = match m {
+            FromChild::Hello { role, pid, version, sandbox } => pb::from_child::Msg::Hello(pb::ChildHello {
+                role: role.as_str().to_owned(),
+                pid,
+                version,
+                sandbox,
+            }),
+            FromChild::Health { nonce, ok, detail } => {
+                pb::from_child::Msg::Health(pb::HealthReport { nonce, ok, detail })
+            }
+            FromChild::Facts(f) => pb::from_child::Msg::Facts(f),
+            FromChild::Metrics(m) => pb::from_child::Msg::Metrics(m),
+        };
+        pb::FromChild { msg: Some(msg) }
+    }
+}
+
+/// Decodes one frame body sent by a child to the platform.
+pub fn decode_from_child(bytes: &[u8]) -> Result<FromChild, DecodeError> {
+    let m = protobuf::<pb::FromChild>("FromChild", bytes)?;
+    Ok(match m.msg.ok_or(DecodeError::Missing { message: "FromChild", field: "msg" })? {
+        pb::from_child::Msg::Hello(h) => {
+            check_str("ChildHello", "version", &h.version)?;
+            check_str("ChildHello", "sandbox", &h.sandbox)?;
+            FromChild::Hello { role: Role::parse(&h.role)?, pid: h.pid, version: h.version, sandbox: h.sandbox }
+        }
+        pb::from_child::Msg::Health(h) => {
+            check_str("HealthReport", "detail", &h.detail)?;
+            FromChild::Health { nonce: h.nonce, ok: h.ok, detail: h.detail }
+        }
+        pb::from_child::Msg::Facts(f) => {
+            validate_facts(&f)?;
+            FromChild::Facts(f)
+        }
+        pb::from_child::Msg::Metrics(m) => {
+            validate_metrics(&m)?;
+            FromChild::Metrics(m)
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Enrollment
+
+/// Decodes an enrollment request body (received by the backend from anyone).
+pub fn decode_enroll_request(bytes: &[u8]) -> Result<pb::EnrollRequest, DecodeError> {
+    const M: &str = "EnrollRequest";
+    let r = protobuf::<pb::EnrollRequest>(M, bytes)?;
+    if r.token.is_empty() {
+        return Err(DecodeError::Missing { message: M, field: "token" });
+    }
+    check_str(M, "token", &r.token)?;
+    check_str(M, "hostname", &r.hostname)?;
+    if r.hostname.is_empty() {
+        return Err(DecodeError::Missing { message: M, field: "hostname" });
+    }
+    if r.csr_der.is_empty() {
+        return Err(DecodeError::Missing { message: M, field: "csr_der" });
+    }
+    if r.csr_der.len() > 16 * 1024 {
+        return Err(invalid(M, "csr_der", "larger than 16 KiB"));
+    }
+    Ok(r)
+}
+
+/// Decodes the backend's enrollment answer (received by the agent).
+pub fn decode_enroll_response(bytes: &[u8]) -> Result<pb::EnrollResponse, DecodeError> {
+    const M: &str = "EnrollResponse";
+    let r = protobuf::<pb::EnrollResponse>(M, bytes)?;
+    check_str(M, "agent_id", &r.agent_id)?;
+    if r.agent_id.is_empty() {
+        return Err(DecodeError::Missing { message: M, field: "agent_id" });
+    }
+    if r.certificate_der.is_empty() {
+        return Err(DecodeError::Missing { message: M, field: "certificate_der" });
+    }
+    if r.agent_ca_der.is_empty() {
+        return Err(DecodeError::Missing { message: M, field: "agent_ca_der" });
+    }
+    if r.command_signing_key.len() != 32 {
+        return Err(invalid(M, "command_signing_key", "an Ed25519 public key has 32 bytes"));
+    }
+    Ok(r)
+}
+
+/// Decodes the backend's enrollment refusal (received by the agent).
+pub fn decode_enroll_error(bytes: &[u8]) -> Result<pb::EnrollError, DecodeError> {
+    let e = protobuf::<pb::EnrollError>("EnrollError", bytes)?;
+    check_str("EnrollError", "message", &e.message)?;
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::encode_body;
+    use proptest::prelude::*;
+
+    fn metrics() -> pb::Metrics {
+        pb::Metrics {
+            collected_at_unix_ms: 1,
+            cpu_percent: 12.5,
+            memory_total_bytes: 100,
+            memory_available_bytes: 40,
+            swap_total_bytes: 10,
+            swap_free_bytes: 10,
+            load_1: 0.5,
+            load_5: 0.4,
+            load_15: 0.3,
+            filesystems: vec![pb::FilesystemUsage {
+                mount_point: "/".into(),
+                device: "/dev/vda1".into(),
+                fs_type: "ext4".into(),
+                total_bytes: 10,
+                used_bytes: 5,
+                available_bytes: 5,
+            }],
+            network: vec![],
+            uptime_seconds: 3,
+            process_count: 4,
+        }
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let rec = Record { seq: 9, created_at_unix_ms: 5, body: RecordBody::Metrics(metrics()) };
+        let frame: pb::UplinkFrame = Uplink::Record(rec.clone()).into();
+        assert_eq!(decode_uplink(&encode_body(&frame)), Ok(Uplink::Record(rec)));
+    }
+
+    #[test]
+    fn missing_oneof_is_a_typed_error() {
+        let frame = pb::UplinkFrame { msg: None };
+        assert_eq!(
+            decode_uplink(&encode_body(&frame)),
+            Err(DecodeError::Missing { message: "UplinkFrame", field: "msg" })
+        );
+        let rec = pb::UplinkFrame {
+            msg: Some(pb::uplink_frame::Msg::Record(pb::Record { seq: 1, created_at_unix_ms: 0, body: None })),
+        };
+        assert_eq!(
+            decode_uplink(&encode_body(&rec)),
+            Err(DecodeError::Missing { message: "Record", field: "body" })
+        );
+    }
+
+    #[test]
+    fn seq_zero_and_bad_values_are_refused() {
+        let rec = pb::Record { seq: 0, created_at_unix_ms: 0, body: Some(pb::record::Body::Metrics(metrics())) };
+        assert!(matches!(decode_record(&encode_body(&rec)), Err(DecodeError::Invalid { field: "seq", .. })));
+        let mut m = metrics();
+        m.cpu_percent = f64::NAN;
+        assert!(matches!(validate_metrics(&m), Err(DecodeError::Invalid { field: "cpu_percent", .. })));
+        let mut m = metrics();
+        m.memory_available_bytes = 1000;
+        assert!(validate_metrics(&m).is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(matches!(decode_uplink(&[0xff, 0xff, 0xff]), Err(DecodeError::Protobuf { .. })));
+        assert!(decode_from_child(&[0x0a, 0x05, 0x01]).is_err());
+        assert!(decode_enroll_request(&[]).is_err());
+    }
+
+    #[test]
+    fn child_messages_round_trip() {
+        let hello = FromChild::Hello { role: Role::Monitor, pid: 7, version: "0.1.0".into(), sandbox: "none".into() };
+        let pbm: pb::FromChild = hello.clone().into();
+        assert_eq!(decode_from_child(&encode_body(&pbm)), Ok(hello));
+        let check = ToChild::HealthCheck { nonce: 99 };
+        let pbm: pb::ToChild = check.clone().into();
+        assert_eq!(decode_to_child(&encode_body(&pbm)), Ok(check));
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_uplink(&bytes);
+            let _ = decode_downlink(&bytes);
+            let _ = decode_from_child(&bytes);
+            let _ = decode_to_child(&bytes);
+            let _ = decode_enroll_request(&bytes);
+            let _ = decode_enroll_response(&bytes);
+        }
+
+        #[test]
+        fn ack_round_trips(seq in any::<u64>()) {
+            let frame: pb::DownlinkFrame = Downlink::Ack { up_to_seq: seq }.into();
+            prop_assert_eq!(decode_downlink(&encode_body(&frame)), Ok(Downlink::Ack { up_to_seq: seq }));
+        }
+    }
+}
