@@ -46,7 +46,9 @@ pub struct Channel {
 impl Channel {
     /// Wraps a connected Unix stream (must be called inside a tokio runtime).
     pub fn new(stream: UnixStream) -> Self {
-        Channel { framed: Framed::new(stream, frame::codec(frame::MAX_LOCAL_FRAME)) }
+        Channel {
+            framed: Framed::new(stream, frame::codec(frame::MAX_LOCAL_FRAME)),
+        }
     }
 
     /// Wraps a std socket (sets it non-blocking).
@@ -63,11 +65,8 @@ impl Channel {
             return Err(IpcError::BadFd(value));
         }
         // Check that the descriptor is a socket before taking ownership of it.
-        nix::sys::socket::getsockopt(
-            &unsafe_borrow(fd),
-            nix::sys::socket::sockopt::SockType,
-        )
-        .map_err(|e| IpcError::NotASocket(fd, e.into()))?;
+        nix::sys::socket::getsockopt(&unsafe_borrow(fd), nix::sys::socket::sockopt::SockType)
+            .map_err(|e| IpcError::NotASocket(fd, e.into()))?;
         if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(IpcError::AlreadyTaken);
         }
@@ -118,8 +117,15 @@ mod tests {
         let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
         let mut a = Channel::from_std(a).expect("channel a");
         let mut b = Channel::from_std(b).expect("channel b");
-        let hello = FromChild::Hello { role: Role::Collector, pid: 1, version: "x".into(), sandbox: "s".into() };
-        a.send(&pb::FromChild::from(hello.clone())).await.expect("send");
+        let hello = FromChild::Hello {
+            role: Role::Collector,
+            pid: 1,
+            version: "x".into(),
+            sandbox: "s".into(),
+        };
+        a.send(&pb::FromChild::from(hello.clone()))
+            .await
+            .expect("send");
         let got = b.recv().await.expect("recv").expect("a frame");
         assert_eq!(decode_from_child(&got).expect("decodes"), hello);
         drop(a);
@@ -132,10 +138,15 @@ mod tests {
         let (a, b) = tokio::net::UnixStream::pair().expect("socketpair");
         let mut b = Channel::new(b);
         let mut a = a;
-        a.write_all(&(frame::MAX_LOCAL_FRAME as u32 + 1).to_be_bytes()).await.expect("write");
+        a.write_all(&(frame::MAX_LOCAL_FRAME as u32 + 1).to_be_bytes())
+            .await
+            .expect("write");
         match b.recv().await {
             Err(IpcError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidData),
-            other => panic!("expected InvalidData, got {:?}", other.map(|o| o.map(|b| b.len()))),
+            other => panic!(
+                "expected InvalidData, got {:?}",
+                other.map(|o| o.map(|b| b.len()))
+            ),
         }
     }
 }

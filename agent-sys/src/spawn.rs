@@ -13,7 +13,10 @@ pub enum SpawnError {
     #[error("could not create a socketpair: {0}")]
     SocketPair(std::io::Error),
     #[error("could not start {path}: {source}")]
-    Exec { path: String, source: std::io::Error },
+    Exec {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Ipc(#[from] IpcError),
 }
@@ -50,9 +53,10 @@ pub fn spawn_child(program: &Path, args: &[&str]) -> Result<(Child, Channel), Sp
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|source| SpawnError::Exec { path: program.display().to_string(), source })?;
+    let child = cmd.spawn().map_err(|source| SpawnError::Exec {
+        path: program.display().to_string(),
+        source,
+    })?;
     drop(theirs);
     Ok((child, Channel::from_std(ours)?))
 }

@@ -9,7 +9,10 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {key}: {message}")]
@@ -28,7 +31,7 @@ pub struct Config {
     pub web: WebConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Names and addresses the generated server certificate is valid for
@@ -60,25 +63,29 @@ impl Default for Config {
     }
 }
 
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig { server_names: Vec::new(), cert_file: None, key_file: None }
-    }
-}
-
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { session_idle_timeout_secs: 30 * 60, session_max_lifetime_secs: 12 * 3600 }
+        WebConfig {
+            session_idle_timeout_secs: 30 * 60,
+            session_max_lifetime_secs: 12 * 3600,
+        }
     }
 }
 
 impl Config {
     /// Loads `path` if given, else the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let Some(path) = path else { return Ok(Config::default()) };
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
     }
 
     /// Parses the TOML text of a config file.
@@ -101,7 +108,10 @@ impl Config {
             });
         }
         if self.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::Invalid { key: "data_dir", message: "must not be empty".into() });
+            return Err(ConfigError::Invalid {
+                key: "data_dir",
+                message: "must not be empty".into(),
+            });
         }
         Ok(())
     }
@@ -121,7 +131,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_refused_with_its_name() {
-        let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").expect_err("unknown key");
+        let err =
+            Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").expect_err("unknown key");
         assert!(err.contains("listen_port"), "{err}");
     }
 
@@ -137,6 +148,12 @@ mod tests {
     #[test]
     fn half_a_certificate_is_refused() {
         let c = Config::parse("[tls]\ncert_file = \"/x.pem\"\n").expect("parses");
-        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key: "tls.cert_file", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "tls.cert_file",
+                ..
+            })
+        ));
     }
 }

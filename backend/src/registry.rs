@@ -55,8 +55,16 @@ impl Registry {
         remote: std::net::SocketAddr,
         now: Millis,
     ) -> u64 {
-        let conn_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let conn = Connection { transport, connected_at: now, remote, conn_id };
+        let conn_id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let conn = Connection {
+            transport,
+            connected_at: now,
+            remote,
+            conn_id,
+        };
         self.lock().insert(agent_id.to_owned(), conn);
         conn_id
     }

@@ -1,1 +1,195 @@
-//! (in progress)
+//! `palisade-backend serve`: one address and port number, QUIC on UDP for
+//! agents and HTTPS on TCP for browsers, the API, enrollment (and WSS next).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Extension;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+
+use crate::config::Config;
+use crate::pki::Pki;
+use crate::registry::Registry;
+use crate::state::AppState;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// How long a TLS handshake on the HTTPS port may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Opens the data directory: database (migrated) and PKI (created if missing).
+pub fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Pki>)> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| {
+            format!(
+                "cannot restrict data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+    let store = SqliteStore::open(&config.database_path())
+        .with_context(|| format!("cannot open database {}", config.database_path().display()))?;
+    let supplied = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    let pki = Pki::load_or_create(&config.pki_dir(), &config.tls.server_names, supplied)
+        .with_context(|| format!("cannot load PKI from {}", config.pki_dir().display()))?;
+    Ok((Arc::new(store), Arc::new(pki)))
+}
+
+/// Binds TCP and UDP on the same port. With port 0, finds a port free for both.
+pub fn bind_pair(addr: SocketAddr) -> anyhow::Result<(std::net::TcpListener, std::net::UdpSocket)> {
+    let attempts = if addr.port() == 0 { 32 } else { 1 };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let tcp = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on tcp {addr}"))?;
+        let bound = tcp.local_addr().context("tcp local address")?;
+        match std::net::UdpSocket::bind(bound) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "cannot listen on udp {addr}: {}",
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+/// The HTTPS TLS configuration: TLS 1.3 only. Client certificates are
+/// optional here (browsers have none); agents on WSS present theirs.
+pub fn https_tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(pki.agent_ca_der().clone())
+        .context("agent CA certificate")?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .context("client certificate verifier")?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pki.server_chain().to_vec(), pki.server_key())
+        .context("server certificate")?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// Runs the backend until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let (store, pki) = open(&config)?;
+    let (tcp, udp) = bind_pair(config.listen)?;
+    let local = tcp.local_addr().context("local address")?;
+    tcp.set_nonblocking(true).context("tcp socket")?;
+    let tcp = tokio::net::TcpListener::from_std(tcp).context("tcp socket")?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(crate::uplink::quic_server_config(&pki)?),
+        udp,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .context("cannot start the QUIC endpoint")?;
+
+    let state = AppState {
+        store,
+        registry: Arc::new(Registry::new()),
+        pki: pki.clone(),
+        config: Arc::new(config),
+    };
+    let app = crate::web::router(state.clone()).merge(crate::enroll::router(state.clone()));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(https_tls_config(&pki)?));
+
+    tracing::info!(%local, ca_pin = %hex::encode(pki.ca_pin()), "palisade-backend listening (QUIC on udp, HTTPS on tcp)");
+    // A machine-readable line for scripts and tests that asked for port 0.
+    println!("listening on {local}");
+
+    let https = run_https(tcp, acceptor, app);
+    let quic = crate::uplink::run_quic(state.clone(), endpoint.clone());
+    tokio::select! {
+        r = https => r?,
+        () = quic => {},
+        () = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    endpoint.close(0u8.into(), b"backend shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    Ok(())
+}
+
+async fn run_https(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) -> anyhow::Result<()> {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(app.layer(Extension(ConnectInfo(remote))));
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let builder = builder.http1_only();
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%remote, error = %e, "https connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -49,10 +49,7 @@ mod tests {
         use tokio_util::codec::Decoder;
 
         /// Runs the codec over `input` as if it arrived in one read.
-        pub fn decode_all(
-            max: usize,
-            input: &[u8],
-        ) -> Result<Vec<BytesMut>, std::io::Error> {
+        pub fn decode_all(max: usize, input: &[u8]) -> Result<Vec<BytesMut>, std::io::Error> {
             let mut codec = super::codec(max);
             let mut buf = BytesMut::from(input);
             let mut out = Vec::new();
@@ -87,6 +84,9 @@ mod tests {
         let ack = pb::Ack { up_to_seq: 7 };
         let frame = encode_frame(&ack);
         assert_eq!(&frame[4..], &encode_body(&ack)[..]);
-        assert_eq!(u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize, frame.len() - 4);
+        assert_eq!(
+            u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize,
+            frame.len() - 4
+        );
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod frame;
 pub mod msg;
+pub mod token;
 
 /// Generated protobuf types of package `palisade.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

@@ -15,24 +15,45 @@ pub const MAX_ITEMS: usize = 4096;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
     #[error("malformed protobuf in {message}: {reason}")]
-    Protobuf { message: &'static str, reason: String },
+    Protobuf {
+        message: &'static str,
+        reason: String,
+    },
     #[error("{message} has no {field}")]
-    Missing { message: &'static str, field: &'static str },
+    Missing {
+        message: &'static str,
+        field: &'static str,
+    },
     #[error("invalid {field} in {message}: {reason}")]
-    Invalid { message: &'static str, field: &'static str, reason: String },
+    Invalid {
+        message: &'static str,
+        field: &'static str,
+        reason: String,
+    },
 }
 
 fn protobuf<M: Message + Default>(name: &'static str, bytes: &[u8]) -> Result<M, DecodeError> {
-    M::decode(bytes).map_err(|e| DecodeError::Protobuf { message: name, reason: e.to_string() })
+    M::decode(bytes).map_err(|e| DecodeError::Protobuf {
+        message: name,
+        reason: e.to_string(),
+    })
 }
 
 fn invalid(message: &'static str, field: &'static str, reason: impl Into<String>) -> DecodeError {
-    DecodeError::Invalid { message, field, reason: reason.into() }
+    DecodeError::Invalid {
+        message,
+        field,
+        reason: reason.into(),
+    }
 }
 
 fn check_str(message: &'static str, field: &'static str, value: &str) -> Result<(), DecodeError> {
     if value.len() > MAX_STRING {
-        return Err(invalid(message, field, format!("longer than {MAX_STRING} bytes")));
+        return Err(invalid(
+            message,
+            field,
+            format!("longer than {MAX_STRING} bytes"),
+        ));
     }
     if value.chars().any(|c| c.is_control()) {
         return Err(invalid(message, field, "contains control characters"));
@@ -42,14 +63,27 @@ fn check_str(message: &'static str, field: &'static str, value: &str) -> Result<
 
 fn check_items(message: &'static str, field: &'static str, len: usize) -> Result<(), DecodeError> {
     if len > MAX_ITEMS {
-        return Err(invalid(message, field, format!("more than {MAX_ITEMS} items")));
+        return Err(invalid(
+            message,
+            field,
+            format!("more than {MAX_ITEMS} items"),
+        ));
     }
     Ok(())
 }
 
-fn check_f64(message: &'static str, field: &'static str, value: f64, max: f64) -> Result<(), DecodeError> {
+fn check_f64(
+    message: &'static str,
+    field: &'static str,
+    value: f64,
+    max: f64,
+) -> Result<(), DecodeError> {
     if !value.is_finite() || value < 0.0 || value > max {
-        return Err(invalid(message, field, format!("{value} is outside 0..={max}")));
+        return Err(invalid(
+            message,
+            field,
+            format!("{value} is outside 0..={max}"),
+        ));
     }
     Ok(())
 }
@@ -59,7 +93,10 @@ pub fn validate_facts(facts: &pb::HostFacts) -> Result<(), DecodeError> {
     const M: &str = "HostFacts";
     check_str(M, "hostname", &facts.hostname)?;
     if facts.hostname.is_empty() {
-        return Err(DecodeError::Missing { message: M, field: "hostname" });
+        return Err(DecodeError::Missing {
+            message: M,
+            field: "hostname",
+        });
     }
     check_str(M, "os_pretty_name", &facts.os_pretty_name)?;
     check_str(M, "os_id", &facts.os_id)?;
@@ -78,10 +115,18 @@ pub fn validate_metrics(m: &pb::Metrics) -> Result<(), DecodeError> {
     check_f64(M, "load_5", m.load_5, 1e6)?;
     check_f64(M, "load_15", m.load_15, 1e6)?;
     if m.memory_available_bytes > m.memory_total_bytes {
-        return Err(invalid(M, "memory_available_bytes", "greater than memory_total_bytes"));
+        return Err(invalid(
+            M,
+            "memory_available_bytes",
+            "greater than memory_total_bytes",
+        ));
     }
     if m.swap_free_bytes > m.swap_total_bytes {
-        return Err(invalid(M, "swap_free_bytes", "greater than swap_total_bytes"));
+        return Err(invalid(
+            M,
+            "swap_free_bytes",
+            "greater than swap_total_bytes",
+        ));
     }
     check_items(M, "filesystems", m.filesystems.len())?;
     for fs in &m.filesystems {
@@ -89,7 +134,11 @@ pub fn validate_metrics(m: &pb::Metrics) -> Result<(), DecodeError> {
         check_str(M, "filesystems.device", &fs.device)?;
         check_str(M, "filesystems.fs_type", &fs.fs_type)?;
         if fs.used_bytes > fs.total_bytes {
-            return Err(invalid(M, "filesystems.used_bytes", "greater than total_bytes"));
+            return Err(invalid(
+                M,
+                "filesystems.used_bytes",
+                "greater than total_bytes",
+            ));
         }
     }
     check_items(M, "network", m.network.len())?;
@@ -103,7 +152,8 @@ fn validate_agent_health(h: &pb::AgentHealth) -> Result<(), DecodeError> {
     const M: &str = "AgentHealth";
     check_items(M, "children", h.children.len())?;
     for c in &h.children {
-        Role::parse(&c.role).map_err(|_| invalid(M, "children.role", format!("unknown role {:?}", c.role)))?;
+        Role::parse(&c.role)
+            .map_err(|_| invalid(M, "children.role", format!("unknown role {:?}", c.role)))?;
         check_str(M, "children.sandbox", &c.sandbox)?;
     }
     Ok(())
@@ -159,7 +209,10 @@ impl TryFrom<pb::Record> for Record {
         if r.seq == 0 {
             return Err(invalid(M, "seq", "sequence numbers start at 1"));
         }
-        let body = match r.body.ok_or(DecodeError::Missing { message: M, field: "body" })? {
+        let body = match r.body.ok_or(DecodeError::Missing {
+            message: M,
+            field: "body",
+        })? {
             pb::record::Body::Facts(f) => {
                 validate_facts(&f)?;
                 RecordBody::Facts(f)
@@ -173,7 +226,11 @@ impl TryFrom<pb::Record> for Record {
                 RecordBody::AgentHealth(h)
             }
         };
-        Ok(Record { seq: r.seq, created_at_unix_ms: r.created_at_unix_ms, body })
+        Ok(Record {
+            seq: r.seq,
+            created_at_unix_ms: r.created_at_unix_ms,
+            body,
+        })
     }
 }
 
@@ -184,7 +241,11 @@ impl From<Record> for pb::Record {
             RecordBody::Metrics(m) => pb::record::Body::Metrics(m),
             RecordBody::AgentHealth(h) => pb::record::Body::AgentHealth(h),
         };
-        pb::Record { seq: r.seq, created_at_unix_ms: r.created_at_unix_ms, body: Some(body) }
+        pb::Record {
+            seq: r.seq,
+            created_at_unix_ms: r.created_at_unix_ms,
+            body: Some(body),
+        }
     }
 }
 
@@ -192,7 +253,10 @@ impl TryFrom<pb::UplinkFrame> for Uplink {
     type Error = DecodeError;
 
     fn try_from(f: pb::UplinkFrame) -> Result<Self, DecodeError> {
-        match f.msg.ok_or(DecodeError::Missing { message: "UplinkFrame", field: "msg" })? {
+        match f.msg.ok_or(DecodeError::Missing {
+            message: "UplinkFrame",
+            field: "msg",
+        })? {
             pb::uplink_frame::Msg::Hello(h) => {
                 check_str("Hello", "agent_version", &h.agent_version)?;
                 Ok(Uplink::Hello(Hello {
@@ -234,8 +298,14 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
 /// A frame from the backend to the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Downlink {
-    HelloAck { protocol_version: u32, stored_up_to_seq: u64, server_time_unix_ms: i64 },
-    Ack { up_to_seq: u64 },
+    HelloAck {
+        protocol_version: u32,
+        stored_up_to_seq: u64,
+        server_time_unix_ms: i64,
+    },
+    Ack {
+        up_to_seq: u64,
+    },
     Refused(String),
 }
 
@@ -243,31 +313,40 @@ impl TryFrom<pb::DownlinkFrame> for Downlink {
     type Error = DecodeError;
 
     fn try_from(f: pb::DownlinkFrame) -> Result<Self, DecodeError> {
-        Ok(match f.msg.ok_or(DecodeError::Missing { message: "DownlinkFrame", field: "msg" })? {
-            pb::downlink_frame::Msg::HelloAck(a) => Downlink::HelloAck {
-                protocol_version: a.protocol_version,
-                stored_up_to_seq: a.stored_up_to_seq,
-                server_time_unix_ms: a.server_time_unix_ms,
+        Ok(
+            match f.msg.ok_or(DecodeError::Missing {
+                message: "DownlinkFrame",
+                field: "msg",
+            })? {
+                pb::downlink_frame::Msg::HelloAck(a) => Downlink::HelloAck {
+                    protocol_version: a.protocol_version,
+                    stored_up_to_seq: a.stored_up_to_seq,
+                    server_time_unix_ms: a.server_time_unix_ms,
+                },
+                pb::downlink_frame::Msg::Ack(a) => Downlink::Ack {
+                    up_to_seq: a.up_to_seq,
+                },
+                pb::downlink_frame::Msg::Refused(reason) => {
+                    check_str("DownlinkFrame", "refused", &reason)?;
+                    Downlink::Refused(reason)
+                }
             },
-            pb::downlink_frame::Msg::Ack(a) => Downlink::Ack { up_to_seq: a.up_to_seq },
-            pb::downlink_frame::Msg::Refused(reason) => {
-                check_str("DownlinkFrame", "refused", &reason)?;
-                Downlink::Refused(reason)
-            }
-        })
+        )
     }
 }
 
 impl From<Downlink> for pb::DownlinkFrame {
     fn from(d: Downlink) -> Self {
         let msg = match d {
-            Downlink::HelloAck { protocol_version, stored_up_to_seq, server_time_unix_ms } => {
-                pb::downlink_frame::Msg::HelloAck(pb::HelloAck {
-                    protocol_version,
-                    stored_up_to_seq,
-                    server_time_unix_ms,
-                })
-            }
+            Downlink::HelloAck {
+                protocol_version,
+                stored_up_to_seq,
+                server_time_unix_ms,
+            } => pb::downlink_frame::Msg::HelloAck(pb::HelloAck {
+                protocol_version,
+                stored_up_to_seq,
+                server_time_unix_ms,
+            }),
             Downlink::Ack { up_to_seq } => pb::downlink_frame::Msg::Ack(pb::Ack { up_to_seq }),
             Downlink::Refused(reason) => pb::downlink_frame::Msg::Refused(reason),
         };
@@ -307,7 +386,11 @@ impl Role {
             "collector" => Ok(Role::Collector),
             "monitor" => Ok(Role::Monitor),
             "control" => Ok(Role::Control),
-            other => Err(invalid("ChildHello", "role", format!("unknown role {other:?}"))),
+            other => Err(invalid(
+                "ChildHello",
+                "role",
+                format!("unknown role {other:?}"),
+            )),
         }
     }
 }
@@ -329,10 +412,14 @@ pub enum ToChild {
 impl From<ToChild> for pb::ToChild {
     fn from(m: ToChild) -> Self {
         let msg = match m {
-            ToChild::Config { metrics_interval_ms } => {
-                pb::to_child::Msg::Config(pb::ChildConfig { metrics_interval_ms })
+            ToChild::Config {
+                metrics_interval_ms,
+            } => pb::to_child::Msg::Config(pb::ChildConfig {
+                metrics_interval_ms,
+            }),
+            ToChild::HealthCheck { nonce } => {
+                pb::to_child::Msg::HealthCheck(pb::HealthCheck { nonce })
             }
-            ToChild::HealthCheck { nonce } => pb::to_child::Msg::HealthCheck(pb::HealthCheck { nonce }),
             ToChild::CollectFacts => pb::to_child::Msg::CollectFacts(pb::CollectFacts {}),
         };
         pb::ToChild { msg: Some(msg) }
@@ -342,23 +429,43 @@ impl From<ToChild> for pb::ToChild {
 /// Decodes one frame body sent by the platform to a child.
 pub fn decode_to_child(bytes: &[u8]) -> Result<ToChild, DecodeError> {
     let m = protobuf::<pb::ToChild>("ToChild", bytes)?;
-    Ok(match m.msg.ok_or(DecodeError::Missing { message: "ToChild", field: "msg" })? {
-        pb::to_child::Msg::Config(c) => {
-            if c.metrics_interval_ms == 0 {
-                return Err(invalid("ChildConfig", "metrics_interval_ms", "must be positive"));
+    Ok(
+        match m.msg.ok_or(DecodeError::Missing {
+            message: "ToChild",
+            field: "msg",
+        })? {
+            pb::to_child::Msg::Config(c) => {
+                if c.metrics_interval_ms == 0 {
+                    return Err(invalid(
+                        "ChildConfig",
+                        "metrics_interval_ms",
+                        "must be positive",
+                    ));
+                }
+                ToChild::Config {
+                    metrics_interval_ms: c.metrics_interval_ms,
+                }
             }
-            ToChild::Config { metrics_interval_ms: c.metrics_interval_ms }
-        }
-        pb::to_child::Msg::HealthCheck(h) => ToChild::HealthCheck { nonce: h.nonce },
-        pb::to_child::Msg::CollectFacts(_) => ToChild::CollectFacts,
-    })
+            pb::to_child::Msg::HealthCheck(h) => ToChild::HealthCheck { nonce: h.nonce },
+            pb::to_child::Msg::CollectFacts(_) => ToChild::CollectFacts,
+        },
+    )
 }
 
 /// A message from a child to the platform.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FromChild {
-    Hello { role: Role, pid: u32, version: String, sandbox: String },
-    Health { nonce: u64, ok: bool, detail: String },
+    Hello {
+        role: Role,
+        pid: u32,
+        version: String,
+        sandbox: String,
+    },
+    Health {
+        nonce: u64,
+        ok: bool,
+        detail: String,
+    },
     Facts(pb::HostFacts),
     Metrics(pb::Metrics),
 }
@@ -366,7 +473,12 @@ pub enum FromChild {
 impl From<FromChild> for pb::FromChild {
     fn from(m: FromChild) -> Self {
         let msg = match m {
-            FromChild::Hello { role, pid, version, sandbox } => pb::from_child::Msg::Hello(pb::ChildHello {
+            FromChild::Hello {
+                role,
+                pid,
+                version,
+                sandbox,
+            } => pb::from_child::Msg::Hello(pb::ChildHello {
                 role: role.as_str().to_owned(),
                 pid,
                 version,
@@ -385,25 +497,39 @@ impl From<FromChild> for pb::FromChild {
 /// Decodes one frame body sent by a child to the platform.
 pub fn decode_from_child(bytes: &[u8]) -> Result<FromChild, DecodeError> {
     let m = protobuf::<pb::FromChild>("FromChild", bytes)?;
-    Ok(match m.msg.ok_or(DecodeError::Missing { message: "FromChild", field: "msg" })? {
-        pb::from_child::Msg::Hello(h) => {
-            check_str("ChildHello", "version", &h.version)?;
-            check_str("ChildHello", "sandbox", &h.sandbox)?;
-            FromChild::Hello { role: Role::parse(&h.role)?, pid: h.pid, version: h.version, sandbox: h.sandbox }
-        }
-        pb::from_child::Msg::Health(h) => {
-            check_str("HealthReport", "detail", &h.detail)?;
-            FromChild::Health { nonce: h.nonce, ok: h.ok, detail: h.detail }
-        }
-        pb::from_child::Msg::Facts(f) => {
-            validate_facts(&f)?;
-            FromChild::Facts(f)
-        }
-        pb::from_child::Msg::Metrics(m) => {
-            validate_metrics(&m)?;
-            FromChild::Metrics(m)
-        }
-    })
+    Ok(
+        match m.msg.ok_or(DecodeError::Missing {
+            message: "FromChild",
+            field: "msg",
+        })? {
+            pb::from_child::Msg::Hello(h) => {
+                check_str("ChildHello", "version", &h.version)?;
+                check_str("ChildHello", "sandbox", &h.sandbox)?;
+                FromChild::Hello {
+                    role: Role::parse(&h.role)?,
+                    pid: h.pid,
+                    version: h.version,
+                    sandbox: h.sandbox,
+                }
+            }
+            pb::from_child::Msg::Health(h) => {
+                check_str("HealthReport", "detail", &h.detail)?;
+                FromChild::Health {
+                    nonce: h.nonce,
+                    ok: h.ok,
+                    detail: h.detail,
+                }
+            }
+            pb::from_child::Msg::Facts(f) => {
+                validate_facts(&f)?;
+                FromChild::Facts(f)
+            }
+            pb::from_child::Msg::Metrics(m) => {
+                validate_metrics(&m)?;
+                FromChild::Metrics(m)
+            }
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -414,15 +540,24 @@ pub fn decode_enroll_request(bytes: &[u8]) -> Result<pb::EnrollRequest, DecodeEr
     const M: &str = "EnrollRequest";
     let r = protobuf::<pb::EnrollRequest>(M, bytes)?;
     if r.token.is_empty() {
-        return Err(DecodeError::Missing { message: M, field: "token" });
+        return Err(DecodeError::Missing {
+            message: M,
+            field: "token",
+        });
     }
     check_str(M, "token", &r.token)?;
     check_str(M, "hostname", &r.hostname)?;
     if r.hostname.is_empty() {
-        return Err(DecodeError::Missing { message: M, field: "hostname" });
+        return Err(DecodeError::Missing {
+            message: M,
+            field: "hostname",
+        });
     }
     if r.csr_der.is_empty() {
-        return Err(DecodeError::Missing { message: M, field: "csr_der" });
+        return Err(DecodeError::Missing {
+            message: M,
+            field: "csr_der",
+        });
     }
     if r.csr_der.len() > 16 * 1024 {
         return Err(invalid(M, "csr_der", "larger than 16 KiB"));
@@ -436,16 +571,29 @@ pub fn decode_enroll_response(bytes: &[u8]) -> Result<pb::EnrollResponse, Decode
     let r = protobuf::<pb::EnrollResponse>(M, bytes)?;
     check_str(M, "agent_id", &r.agent_id)?;
     if r.agent_id.is_empty() {
-        return Err(DecodeError::Missing { message: M, field: "agent_id" });
+        return Err(DecodeError::Missing {
+            message: M,
+            field: "agent_id",
+        });
     }
     if r.certificate_der.is_empty() {
-        return Err(DecodeError::Missing { message: M, field: "certificate_der" });
+        return Err(DecodeError::Missing {
+            message: M,
+            field: "certificate_der",
+        });
     }
     if r.agent_ca_der.is_empty() {
-        return Err(DecodeError::Missing { message: M, field: "agent_ca_der" });
+        return Err(DecodeError::Missing {
+            message: M,
+            field: "agent_ca_der",
+        });
     }
     if r.command_signing_key.len() != 32 {
-        return Err(invalid(M, "command_signing_key", "an Ed25519 public key has 32 bytes"));
+        return Err(invalid(
+            M,
+            "command_signing_key",
+            "an Ed25519 public key has 32 bytes",
+        ));
     }
     Ok(r)
 }
@@ -490,7 +638,11 @@ mod tests {
 
     #[test]
     fn record_round_trip() {
-        let rec = Record { seq: 9, created_at_unix_ms: 5, body: RecordBody::Metrics(metrics()) };
+        let rec = Record {
+            seq: 9,
+            created_at_unix_ms: 5,
+            body: RecordBody::Metrics(metrics()),
+        };
         let frame: pb::UplinkFrame = Uplink::Record(rec.clone()).into();
         assert_eq!(decode_uplink(&encode_body(&frame)), Ok(Uplink::Record(rec)));
     }
@@ -500,24 +652,47 @@ mod tests {
         let frame = pb::UplinkFrame { msg: None };
         assert_eq!(
             decode_uplink(&encode_body(&frame)),
-            Err(DecodeError::Missing { message: "UplinkFrame", field: "msg" })
+            Err(DecodeError::Missing {
+                message: "UplinkFrame",
+                field: "msg"
+            })
         );
         let rec = pb::UplinkFrame {
-            msg: Some(pb::uplink_frame::Msg::Record(pb::Record { seq: 1, created_at_unix_ms: 0, body: None })),
+            msg: Some(pb::uplink_frame::Msg::Record(pb::Record {
+                seq: 1,
+                created_at_unix_ms: 0,
+                body: None,
+            })),
         };
         assert_eq!(
             decode_uplink(&encode_body(&rec)),
-            Err(DecodeError::Missing { message: "Record", field: "body" })
+            Err(DecodeError::Missing {
+                message: "Record",
+                field: "body"
+            })
         );
     }
 
     #[test]
     fn seq_zero_and_bad_values_are_refused() {
-        let rec = pb::Record { seq: 0, created_at_unix_ms: 0, body: Some(pb::record::Body::Metrics(metrics())) };
-        assert!(matches!(decode_record(&encode_body(&rec)), Err(DecodeError::Invalid { field: "seq", .. })));
+        let rec = pb::Record {
+            seq: 0,
+            created_at_unix_ms: 0,
+            body: Some(pb::record::Body::Metrics(metrics())),
+        };
+        assert!(matches!(
+            decode_record(&encode_body(&rec)),
+            Err(DecodeError::Invalid { field: "seq", .. })
+        ));
         let mut m = metrics();
         m.cpu_percent = f64::NAN;
-        assert!(matches!(validate_metrics(&m), Err(DecodeError::Invalid { field: "cpu_percent", .. })));
+        assert!(matches!(
+            validate_metrics(&m),
+            Err(DecodeError::Invalid {
+                field: "cpu_percent",
+                ..
+            })
+        ));
         let mut m = metrics();
         m.memory_available_bytes = 1000;
         assert!(validate_metrics(&m).is_err());
@@ -525,14 +700,22 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(matches!(decode_uplink(&[0xff, 0xff, 0xff]), Err(DecodeError::Protobuf { .. })));
+        assert!(matches!(
+            decode_uplink(&[0xff, 0xff, 0xff]),
+            Err(DecodeError::Protobuf { .. })
+        ));
         assert!(decode_from_child(&[0x0a, 0x05, 0x01]).is_err());
         assert!(decode_enroll_request(&[]).is_err());
     }
 
     #[test]
     fn child_messages_round_trip() {
-        let hello = FromChild::Hello { role: Role::Monitor, pid: 7, version: "0.1.0".into(), sandbox: "none".into() };
+        let hello = FromChild::Hello {
+            role: Role::Monitor,
+            pid: 7,
+            version: "0.1.0".into(),
+            sandbox: "none".into(),
+        };
         let pbm: pb::FromChild = hello.clone().into();
         assert_eq!(decode_from_child(&encode_body(&pbm)), Ok(hello));
         let check = ToChild::HealthCheck { nonce: 99 };

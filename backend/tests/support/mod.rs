@@ -1,0 +1,501 @@
+//! Harness for the end-to-end tests: real `palisade-backend` and
+//! `palisade-agent` processes on free local ports, talked to over real TLS.
+//!
+//! Binaries come from the same target directory as this test. `cargo xtask
+//! test` builds them all first; when a test runs alone and an agent binary is
+//! missing, the harness builds the agent crates once.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// Generous: CI machines are small and shared.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_palisade-backend"))
+        .parent()
+        .expect("binary has a directory")
+        .to_owned()
+}
+
+pub fn backend_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_palisade-backend"))
+}
+
+/// The agent binary (and its children next to it), built once if missing.
+pub fn agent_bin() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let dir = target_dir();
+    BUILT.get_or_init(|| {
+        let missing = [
+            "palisade-agent",
+            "palisade-agent-collector",
+            "palisade-agent-monitor",
+            "palisade-agent-control",
+        ]
+        .iter()
+        .any(|b| !dir.join(b).exists());
+        if missing {
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "-p",
+                    "palisade-agent",
+                    "-p",
+                    "palisade-agent-collector",
+                    "-p",
+                    "palisade-agent-monitor",
+                    "-p",
+                    "palisade-agent-control",
+                ])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the agent binaries failed");
+        }
+    });
+    dir.join("palisade-agent")
+}
+
+/// A running backend. Killed when dropped.
+pub struct Backend {
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Backend {
+    /// Starts a backend on a free port with its data in `data_dir`.
+    pub fn start(data_dir: &Path) -> Backend {
+        Self::start_on(data_dir, "127.0.0.1:0".parse().expect("addr"))
+    }
+
+    /// Starts a backend on `listen` (port 0: any free port).
+    pub fn start_on(data_dir: &Path, listen: SocketAddr) -> Backend {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("backend.log"))
+            .expect("log file");
+        let mut child = Command::new(backend_bin())
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(listen.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("backend starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the backend never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "backend did not report its address; log: {}",
+                read_log(&data_dir.with_extension("backend.log"))
+            )
+        });
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the backend: {line:?}"));
+        Backend {
+            data_dir: data_dir.to_owned(),
+            addr,
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Runs an administrative command against this backend's data directory.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(backend_bin())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .output()
+            .expect("cli runs")
+    }
+
+    /// Runs an administrative command that must succeed; returns its stdout, trimmed.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "palisade-backend {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn token(&self, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create"];
+        args.extend_from_slice(extra);
+        self.cli_ok(&args)
+    }
+
+    pub fn api_token(&self) -> String {
+        self.cli_ok(&["api-token", "create", "tests"])
+    }
+
+    pub fn server(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.data_dir.join("pki/ca.pem")
+    }
+
+    /// Stops the process: SIGKILL if `hard`, else SIGTERM and wait.
+    pub fn stop(&mut self, hard: bool) {
+        if let Some(mut child) = self.child.take() {
+            signal(
+                child.id(),
+                if hard {
+                    nix::sys::signal::Signal::SIGKILL
+                } else {
+                    nix::sys::signal::Signal::SIGTERM
+                },
+            );
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.data_dir.with_extension("backend.log"))
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop(true);
+    }
+}
+
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Runs `palisade-agent enroll`.
+pub fn enroll(server: &str, token: &str, state_dir: &Path) -> Output {
+    Command::new(agent_bin())
+        .args([
+            "enroll",
+            "--server",
+            server,
+            "--token",
+            token,
+            "--state-dir",
+        ])
+        .arg(state_dir)
+        .output()
+        .expect("agent enroll runs")
+}
+
+/// A running agent (`palisade-agent run`). Killed (with its children) when dropped.
+pub struct Agent {
+    pub state_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    pub fn start(state_dir: &Path) -> Agent {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state_dir.with_extension("agent.log"))
+            .expect("log file");
+        let child = Command::new(agent_bin())
+            .args([
+                "run",
+                "--metrics-interval",
+                "1s",
+                "--health-interval",
+                "1s",
+                "--state-dir",
+            ])
+            .arg(state_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        Agent {
+            state_dir: state_dir.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn stop(&mut self, hard: bool) {
+        if let Some(mut child) = self.child.take() {
+            let kids = children_of(child.id());
+            signal(
+                child.id(),
+                if hard {
+                    nix::sys::signal::Signal::SIGKILL
+                } else {
+                    nix::sys::signal::Signal::SIGTERM
+                },
+            );
+            let _ = child.wait();
+            // The children exit when their socket closes; make sure of it.
+            for (pid, _) in kids {
+                wait_gone(pid);
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.state_dir.with_extension("agent.log"))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop(true);
+    }
+}
+
+/// Waits (bounded) until `pid` no longer exists, killing it at the deadline.
+pub fn wait_gone(pid: u32) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > end {
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Direct children of `pid` with the file names of their programs, from /proc
+/// (not `comm`, which the kernel cuts to 15 bytes: all three children would
+/// read "palisade-agent-").
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // comm is in parentheses and may contain spaces; ppid is the second field after it.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let ppid: Option<u32> = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok());
+        if ppid == Some(pid) {
+            let argv0 = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            let argv0 = argv0.split(|b| *b == 0).next().unwrap_or_default();
+            let name = Path::new(std::str::from_utf8(argv0).unwrap_or_default())
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            out.push((child, name));
+        }
+    }
+    out
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A minimal HTTPS client trusting only the backend's CA.
+#[derive(Clone)]
+pub struct Https {
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    pub cookie: Arc<Mutex<Option<String>>>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+impl Https {
+    pub fn new(backend: &Backend) -> Https {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            rustls_pki_types::CertificateDer::pem_file_iter(backend.ca_pem()).expect("ca.pem")
+        {
+            roots.add(cert.expect("certificate")).expect("root");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("tls13")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Https {
+            addr: backend.addr,
+            tls: Arc::new(tls),
+            cookie: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Response {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("tcp connect");
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let tls = connector.connect(name, tcp).await.expect("tls handshake");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("http");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(c) = self.cookie.lock().expect("lock").clone() {
+            req = req.header("cookie", c);
+        }
+        let resp = sender
+            .send_request(
+                req.body(Full::new(bytes::Bytes::from(body)))
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if let Some(set) = headers.get("set-cookie").and_then(|v| v.to_str().ok()) {
+            if let Some(pair) = set.split(';').next() {
+                *self.cookie.lock().expect("lock") = Some(pair.to_owned());
+            }
+        }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Response {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        self.request("GET", path, &headers, Vec::new()).await
+    }
+
+    /// Logs in through the form, keeping the session cookie.
+    pub async fn login(&self, user: &str, password: &str) -> Response {
+        let origin = format!("https://{}", self.addr);
+        let body = format!("username={user}&password={}", urlencode(password));
+        self.request(
+            "POST",
+            "/login",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("origin", &origin),
+            ],
+            body.into_bytes(),
+        )
+        .await
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The hosts the API lists.
+pub async fn hosts(client: &Https, token: &str) -> Vec<serde_json::Value> {
+    let resp = client.get("/api/v1/hosts", Some(token)).await;
+    assert_eq!(resp.status, 200, "GET /api/v1/hosts: {}", resp.text());
+    resp.json()["hosts"].as_array().cloned().unwrap_or_default()
+}
