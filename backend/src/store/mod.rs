@@ -70,7 +70,9 @@ impl std::str::FromStr for Role {
             "operator" => Ok(Role::Operator),
             "auditor" => Ok(Role::Auditor),
             "viewer" => Ok(Role::Viewer),
-            other => Err(format!("unknown role {other:?} (admin, operator, auditor, viewer)")),
+            other => Err(format!(
+                "unknown role {other:?} (admin, operator, auditor, viewer)"
+            )),
         }
     }
 }
@@ -264,8 +266,7 @@ pub struct AuditEvent {
 
 /// The check applied to a token inside the enrollment transaction.
 /// Arguments: the token, enrollments with it in the last 24 hours, now.
-pub type TokenCheck =
-    fn(&EnrollmentToken, u32, Millis) -> std::result::Result<(), EnrollRefusal>;
+pub type TokenCheck = fn(&EnrollmentToken, u32, Millis) -> std::result::Result<(), EnrollRefusal>;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -309,10 +310,21 @@ pub trait Store: Send + Sync + 'static {
     /// applies their content (facts update the host, metrics are appended,
     /// agent health replaces the previous report). Returns the host's
     /// stored-up-to sequence afterwards.
-    async fn store_records(&self, host_id: &str, received_at: Millis, records: &[Record]) -> Result<u64>;
+    async fn store_records(
+        &self,
+        host_id: &str,
+        received_at: Millis,
+        records: &[Record],
+    ) -> Result<u64>;
     async fn latest_metrics(&self, host_id: &str) -> Result<Option<MetricsRow>>;
     /// Samples with `from <= collected_at < to`, oldest first, at most `limit`.
-    async fn metrics_between(&self, host_id: &str, from: Millis, to: Millis, limit: u32) -> Result<Vec<MetricsRow>>;
+    async fn metrics_between(
+        &self,
+        host_id: &str,
+        from: Millis,
+        to: Millis,
+        limit: u32,
+    ) -> Result<Vec<MetricsRow>>;
     /// Every stored record sequence of a host, ascending (for audits of the no-loss guarantee).
     async fn record_seqs(&self, host_id: &str) -> Result<Vec<u64>>;
 
