@@ -71,10 +71,10 @@ pub async fn enroll(
     store: &IdentityStore,
     force: bool,
 ) -> Result<AgentIdentity, EnrollError> {
-    if let Some(existing) = store.load()? {
-        if !force {
-            return Err(EnrollError::AlreadyEnrolled(existing.agent_id));
-        }
+    if let Some(existing) = store.load()?
+        && !force
+    {
+        return Err(EnrollError::AlreadyEnrolled(existing.agent_id));
     }
     let (host, port) =
         split_server(server).ok_or_else(|| EnrollError::Server(server.to_owned()))?;

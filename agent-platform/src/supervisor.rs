@@ -272,10 +272,10 @@ async fn run_child(
                 }
             }
             Some(cmd) = commands.recv() => {
-                if said_hello {
-                    if let Err(e) = channel.send(&pb::ToChild::from(cmd)).await {
-                        tracing::warn!(role = %role, error = %e, "cannot send to child");
-                    }
+                if said_hello
+                    && let Err(e) = channel.send(&pb::ToChild::from(cmd)).await
+                {
+                    tracing::warn!(role = %role, error = %e, "cannot send to child");
                 }
             }
             _ = health.tick(), if said_hello => {

@@ -112,7 +112,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pki: pki.clone(),
         config: Arc::new(config),
     };
-    let app = crate::web::router(state.clone()).merge(crate::enroll::router(state.clone()));
+    let app = crate::web::with_middleware(crate::web::routes(state.clone()).merge(crate::enroll::router(state.clone())));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(https_tls_config(&pki)?));
 
     tracing::info!(%local, ca_pin = %hex::encode(pki.ca_pin()), "palisade-backend listening (QUIC on udp, HTTPS on tcp)");

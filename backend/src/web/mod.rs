@@ -1,1 +1,225 @@
-//! Web UI and JSON API (in progress).
+//! The web UI and the JSON API.
+//!
+//! Server-rendered pages (askama templates in `backend/templates/`, one
+//! template struct per page) that work with JavaScript off, and a small JSON
+//! API under `/api/v1/`. Layout:
+//!
+//! - [`auth`]: the session cookie, API tokens, login and logout, the
+//!   same-origin check for unsafe methods.
+//! - [`ui`]: the pages (host list, host detail).
+//! - [`api`]: the JSON API.
+//! - [`error`]: the one error type handlers return; the [`envelope`]
+//!   middleware turns it into an HTML page or a JSON body carrying the
+//!   request id.
+//! - [`format`]: human-readable units, dates and the server-side sparklines.
+//!
+//! Every response passes through [`envelope`]: it gives the request an id
+//! (`x-request-id`, the tracing span, every error body), and adds the
+//! security headers and `Cache-Control: no-store` (the stylesheet, which is
+//! immutable per build, is the one thing cached).
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tracing::Instrument;
+
+use crate::state::AppState;
+
+mod api;
+mod auth;
+mod error;
+mod format;
+mod ui;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::WebError;
+
+/// The stylesheet, embedded in the binary.
+const APP_CSS: &str = include_str!("../../static/app.css");
+
+/// The id of one HTTP request: in the `x-request-id` header, the tracing
+/// span and every error shown to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(pub uuid::Uuid);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The whole web application: pages, API, static files, with the middleware.
+pub fn router(state: AppState) -> Router {
+    with_middleware(routes(state))
+}
+
+/// The routes without the middleware, for a caller that wants to merge more
+/// routes (the enrollment endpoint) under the same middleware:
+/// `with_middleware(routes(state).merge(more))`.
+pub fn routes(state: AppState) -> Router {
+    auth::prepare();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/static/app.css", get(stylesheet))
+        .merge(auth::routes())
+        .merge(ui::routes())
+        .merge(api::routes())
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Wraps `router` in the middleware every response needs: the same-origin
+/// check for unsafe methods, then (outermost) the request id, error
+/// rendering and security headers.
+pub fn with_middleware(router: Router) -> Router {
+    router
+        .layer(middleware::from_fn(auth::require_same_origin))
+        .layer(middleware::from_fn(envelope))
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> WebError {
+    WebError::NotFound("no such page")
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        APP_CSS,
+    )
+}
+
+/// The address pages link the stylesheet with: the query string changes with
+/// the content, so the year-long cache never serves an old stylesheet.
+pub(crate) fn stylesheet_href() -> &'static str {
+    static HREF: OnceLock<String> = OnceLock::new();
+    HREF.get_or_init(|| {
+        let digest = ring::digest::digest(&ring::digest::SHA256, APP_CSS.as_bytes());
+        format!("/static/app.css?v={}", hex::encode(&digest.as_ref()[..8]))
+    })
+}
+
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The outermost middleware: request id and tracing span, error bodies,
+/// security headers.
+async fn envelope(mut req: Request, next: Next) -> Response {
+    let request_id = RequestId(uuid::Uuid::new_v4());
+    req.extensions_mut().insert(request_id);
+    let wants_json = req.uri().path().starts_with("/api/");
+    let span = tracing::info_span!(
+        "http",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        actor = tracing::field::Empty,
+    );
+    async move {
+        let started = std::time::Instant::now();
+        let response = next.run(req).await;
+        let mut response = render_error(response, request_id, wants_json);
+        set_standard_headers(response.headers_mut(), request_id);
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request handled"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Gives an error response its body: the message of a [`WebError`], or for an
+/// error produced elsewhere (an extractor rejection, a 405), the generic
+/// reason of its status, so that no internal detail reaches the client.
+fn render_error(response: Response, request_id: RequestId, wants_json: bool) -> Response {
+    let status = response.status();
+    let message = match response.extensions().get::<error::ErrorMessage>() {
+        Some(error::ErrorMessage(message)) => message.clone(),
+        None if is_bare_error(&response) => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_lowercase()
+            .into(),
+        None => return response,
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (content_type, body) = if wants_json {
+        let body = serde_json::json!({ "error": message, "request_id": request_id.to_string() });
+        ("application/json", body.to_string())
+    } else {
+        (
+            "text/html; charset=utf-8",
+            ui::error_page(status, &message, request_id),
+        )
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// An error status whose body is not one of ours (plain text or nothing).
+fn is_bare_error(response: &Response) -> bool {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return false;
+    }
+    match response.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(value) => value.as_bytes().starts_with(b"text/plain"),
+    }
+}
+
+fn set_standard_headers(headers: &mut HeaderMap, request_id: RequestId) {
+    if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
+        headers.insert(HeaderName::from_static("x-request-id"), value);
+    }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// A rendered page with its status.
+pub(crate) fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}

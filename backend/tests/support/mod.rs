@@ -45,9 +45,14 @@ pub fn agent_bin() -> PathBuf {
         .iter()
         .any(|b| !dir.join(b).exists());
         if missing {
-            let status = Command::new(env!("CARGO"))
+            let mut cmd = Command::new(env!("CARGO"));
+            if dir.ends_with("release") {
+                cmd.arg("build").arg("--release");
+            } else {
+                cmd.arg("build");
+            }
+            let status = cmd
                 .args([
-                    "build",
                     "-p",
                     "palisade-agent",
                     "-p",
@@ -228,6 +233,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(state_dir: &Path) -> Agent {
+        Self::start_with(state_dir, "1s")
+    }
+
+    /// Starts the agent with the given metrics interval.
+    pub fn start_with(state_dir: &Path, metrics_interval: &str) -> Agent {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -237,7 +247,7 @@ impl Agent {
             .args([
                 "run",
                 "--metrics-interval",
-                "1s",
+                metrics_interval,
                 "--health-interval",
                 "1s",
                 "--state-dir",
@@ -438,10 +448,10 @@ impl Https {
             .expect("response");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        if let Some(set) = headers.get("set-cookie").and_then(|v| v.to_str().ok()) {
-            if let Some(pair) = set.split(';').next() {
-                *self.cookie.lock().expect("lock") = Some(pair.to_owned());
-            }
+        if let Some(set) = headers.get("set-cookie").and_then(|v| v.to_str().ok())
+            && let Some(pair) = set.split(';').next()
+        {
+            *self.cookie.lock().expect("lock") = Some(pair.to_owned());
         }
         let body = resp
             .into_body()

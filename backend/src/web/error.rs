@@ -1,0 +1,68 @@
+//! The error type of every handler.
+//!
+//! A [`WebError`] becomes a response with its status and an [`ErrorMessage`]
+//! extension but no body: the `envelope` middleware, which knows the request
+//! id and whether the client asked the API or a page, writes the body. An
+//! internal error is logged here with its detail (inside the request's span,
+//! so with its id) and shown to the client only as "internal error".
+
+use std::borrow::Cow;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// The detail is logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl WebError {
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        WebError::Internal(detail.to_string())
+    }
+}
+
+impl From<StoreError> for WebError {
+    fn from(e: StoreError) -> Self {
+        WebError::Internal(format!("store: {e}"))
+    }
+}
+
+impl From<askama::Error> for WebError {
+    fn from(e: askama::Error) -> Self {
+        WebError::Internal(format!("template: {e}"))
+    }
+}
+
+/// What the client is told; the envelope middleware renders it.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorMessage(pub Cow<'static, str>);
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            WebError::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication required"),
+            WebError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
+            WebError::NotFound(message) => (StatusCode::NOT_FOUND, message),
+            WebError::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        };
+        let mut response = status.into_response();
+        response
+            .extensions_mut()
+            .insert(ErrorMessage(Cow::Borrowed(message)));
+        response
+    }
+}
