@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "palisade/v1/enroll.proto",
         "palisade/v1/local.proto",
         "palisade/v1/state.proto",
+        "palisade/v1/command.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed=proto/{file}");

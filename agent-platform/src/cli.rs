@@ -194,11 +194,14 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
     let board = HealthBoard::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut to_collector = None;
+    let mut to_control = None;
     let mut tasks = Vec::new();
     for role in Role::ALL {
         let (tx, rx) = mpsc::channel(16);
-        if role == Role::Collector {
-            to_collector = Some(tx);
+        match role {
+            Role::Collector => to_collector = Some(tx),
+            Role::Control => to_control = Some(tx),
+            Role::Monitor => {}
         }
         tasks.push(tokio::spawn(crate::supervisor::supervise(
             role,
@@ -223,11 +226,17 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         tls,
     };
     tokio::spawn(crate::uplink::run(uplink, spool.clone(), events_tx));
-    // Fresh facts at every connect.
+    // Fresh facts at every connect; commands to control.
     tokio::spawn(async move {
         while let Some(event) = events_rx.recv().await {
-            if let (UplinkEvent::Connected { .. }, Some(tx)) = (&event, &to_collector) {
-                let _ = tx.send(ToChild::CollectFacts).await;
+            match (event, &to_collector, &to_control) {
+                (UplinkEvent::Connected { .. }, Some(tx), _) => {
+                    let _ = tx.send(ToChild::CollectFacts).await;
+                }
+                (UplinkEvent::Command(command), _, Some(tx)) => {
+                    let _ = tx.send(ToChild::Execute(command)).await;
+                }
+                _ => {}
             }
         }
     });

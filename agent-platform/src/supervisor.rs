@@ -266,7 +266,12 @@ async fn run_child(
                             tracing::error!(error = %e, "cannot spool metrics");
                         }
                     }
-                    FromChild::Facts(_) | FromChild::Metrics(_) => {
+                    FromChild::CommandResult(result) if role == Role::Control => {
+                        if let Err(e) = spool.append(RecordBody::CommandResult(result), crate::now_millis()) {
+                            tracing::error!(error = %e, "cannot spool a command result");
+                        }
+                    }
+                    FromChild::Facts(_) | FromChild::Metrics(_) | FromChild::CommandResult(_) => {
                         tracing::warn!(role = %role, "telemetry from a child that does not collect it; ignored");
                     }
                 }

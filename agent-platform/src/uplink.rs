@@ -41,6 +41,8 @@ pub enum UplinkEvent {
         transport: &'static str,
     },
     Disconnected,
+    /// A signed command for control.
+    Command(palisade_proto::pb::SignedCommand),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +236,7 @@ where
         } => stored_up_to_seq,
         Downlink::Refused(reason) => return Err(UplinkError::Refused(reason)),
         Downlink::Ack { .. } => return Err(UplinkError::Unexpected("an ack before the hello")),
+        Downlink::Command(_) => return Err(UplinkError::Unexpected("a command before the hello")),
     };
     spool.ack(stored)?;
     tracing::info!(
@@ -269,20 +272,21 @@ where
         if sent_any {
             // More may be waiting; still take acks that already arrived.
             while let Some(frame) = futures_util::FutureExt::now_or_never(frames.next()) {
-                acked_up_to = handle_downlink(frame, spool, acked_up_to)?;
+                acked_up_to = handle_downlink(frame, spool, events, acked_up_to).await?;
             }
             continue;
         }
         tokio::select! {
-            frame = frames.next() => acked_up_to = handle_downlink(frame, spool, acked_up_to)?,
+            frame = frames.next() => acked_up_to = handle_downlink(frame, spool, events, acked_up_to).await?,
             () = &mut appended => {},
         }
     }
 }
 
-fn handle_downlink(
+async fn handle_downlink(
     frame: Option<Result<bytes::BytesMut, std::io::Error>>,
     spool: &Spool,
+    events: &mpsc::Sender<UplinkEvent>,
     acked_up_to: u64,
 ) -> Result<u64, UplinkError> {
     let frame = frame.ok_or(UplinkError::Closed)??;
@@ -295,6 +299,12 @@ fn handle_downlink(
         }
         Downlink::Refused(reason) => Err(UplinkError::Refused(reason)),
         Downlink::HelloAck { .. } => Err(UplinkError::Unexpected("a second hello")),
+        Downlink::Command(command) => {
+            // Passed on untouched: control verifies it; the platform cannot
+            // forge or alter one, and does not try to judge it.
+            let _ = events.send(UplinkEvent::Command(command)).await;
+            Ok(acked_up_to)
+        }
     }
 }
 

@@ -8,6 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use palisade_proto::pb;
+use tokio::sync::mpsc;
+
 use crate::store::Millis;
 
 /// How an agent is connected.
@@ -33,7 +36,12 @@ pub struct Connection {
     pub remote: std::net::SocketAddr,
     /// Distinguishes this connection from an older one of the same agent.
     pub conn_id: u64,
+    /// Commands to deliver on this connection.
+    pub commands: mpsc::Sender<pb::SignedCommand>,
 }
+
+/// Commands queued per connection at most.
+const COMMAND_QUEUE: usize = 64;
 
 #[derive(Default)]
 pub struct Registry {
@@ -55,18 +63,41 @@ impl Registry {
         remote: std::net::SocketAddr,
         now: Millis,
     ) -> u64 {
+        self.connected_with_commands(agent_id, transport, remote, now)
+            .0
+    }
+
+    /// Like [`Registry::connected`], and returns the receiving end of the
+    /// connection's command queue: [`Registry::send_command`] delivers into it.
+    pub fn connected_with_commands(
+        &self,
+        agent_id: &str,
+        transport: Transport,
+        remote: std::net::SocketAddr,
+        now: Millis,
+    ) -> (u64, mpsc::Receiver<pb::SignedCommand>) {
         let conn_id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let conn = Connection {
             transport,
             connected_at: now,
             remote,
             conn_id,
+            commands: tx,
         };
         self.lock().insert(agent_id.to_owned(), conn);
-        conn_id
+        (conn_id, rx)
+    }
+
+    /// Queues a signed command on the agent's live connection. False when the
+    /// agent is not connected or its queue is full (the command stays pending
+    /// in the store and is delivered at the next connection).
+    pub fn send_command(&self, agent_id: &str, command: pb::SignedCommand) -> bool {
+        let sender = self.lock().get(agent_id).map(|c| c.commands.clone());
+        sender.is_some_and(|tx| tx.try_send(command).is_ok())
     }
 
     /// Forgets the connection `conn_id` of `agent_id`, unless a newer one took its place.

@@ -133,10 +133,20 @@ where
         .store
         .host_seen(agent_id, now, transport.as_str())
         .await?;
-    let conn_id = state.registry.connected(agent_id, transport, remote, now);
+    let (conn_id, mut commands) = state
+        .registry
+        .connected_with_commands(agent_id, transport, remote, now);
     tracing::info!(agent_id, transport = transport.as_str(), %remote, agent_version = %hello.agent_version, stored, "agent connected");
 
-    let result = record_loop(state, agent_id, transport, &mut frames, &mut out).await;
+    let result = record_loop(
+        state,
+        agent_id,
+        transport,
+        &mut frames,
+        &mut out,
+        &mut commands,
+    )
+    .await;
     state.registry.disconnected(agent_id, conn_id);
     tracing::info!(
         agent_id,
@@ -152,6 +162,7 @@ async fn record_loop<R, W>(
     transport: Transport,
     frames: &mut FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
     out: &mut FramedWrite<W, tokio_util::codec::LengthDelimitedCodec>,
+    commands: &mut tokio::sync::mpsc::Receiver<pb::SignedCommand>,
 ) -> Result<(), UplinkError>
 where
     R: AsyncRead + Unpin,
@@ -159,9 +170,18 @@ where
 {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        // Wait for one frame, then take whatever else is already buffered, so
-        // a busy agent gets one transaction and one ack per batch.
-        let Some(first) = frames.next().await else {
+        // Wait for one frame (delivering commands meanwhile), then take
+        // whatever else is already buffered, so a busy agent gets one
+        // transaction and one ack per batch.
+        let first = tokio::select! {
+            frame = frames.next() => frame,
+            Some(command) = commands.recv() => {
+                let frame: pb::DownlinkFrame = Downlink::Command(command).into();
+                out.send(encode_body(&frame)).await?;
+                continue;
+            }
+        };
+        let Some(first) = first else {
             return Ok(());
         };
         batch.push(first?);

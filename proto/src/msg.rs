@@ -148,6 +148,60 @@ pub fn validate_metrics(m: &pb::Metrics) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Largest command output carried in a result (bytes).
+pub const MAX_COMMAND_OUTPUT: usize = 64 * 1024;
+/// Largest encoded command accepted.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+
+/// Checks a command result that came from outside (control, or an agent).
+pub fn validate_command_result(r: &pb::CommandResult) -> Result<(), DecodeError> {
+    const M: &str = "CommandResult";
+    check_str(M, "command_id", &r.command_id)?;
+    if pb::CommandStatus::try_from(r.status).is_err()
+        || r.status == pb::CommandStatus::Unspecified as i32
+    {
+        return Err(invalid(M, "status", format!("unknown status {}", r.status)));
+    }
+    // Output is free text (newlines and tabs are expected), only its size is capped.
+    if r.output.len() > MAX_COMMAND_OUTPUT + 1024 {
+        return Err(invalid(
+            M,
+            "output",
+            format!("longer than {MAX_COMMAND_OUTPUT} bytes"),
+        ));
+    }
+    if r.error.len() > MAX_STRING {
+        return Err(invalid(
+            M,
+            "error",
+            format!("longer than {MAX_STRING} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the envelope of a signed command (its content is control's to verify).
+pub fn validate_signed_command(c: &pb::SignedCommand) -> Result<(), DecodeError> {
+    const M: &str = "SignedCommand";
+    if c.command.is_empty() {
+        return Err(DecodeError::Missing {
+            message: M,
+            field: "command",
+        });
+    }
+    if c.command.len() > MAX_COMMAND_BYTES {
+        return Err(invalid(
+            M,
+            "command",
+            format!("larger than {MAX_COMMAND_BYTES} bytes"),
+        ));
+    }
+    if c.signature.len() != 64 {
+        return Err(invalid(M, "signature", "an Ed25519 signature has 64 bytes"));
+    }
+    Ok(())
+}
+
 fn validate_agent_health(h: &pb::AgentHealth) -> Result<(), DecodeError> {
     const M: &str = "AgentHealth";
     check_items(M, "children", h.children.len())?;
@@ -188,6 +242,7 @@ pub enum RecordBody {
     Facts(pb::HostFacts),
     Metrics(pb::Metrics),
     AgentHealth(pb::AgentHealth),
+    CommandResult(pb::CommandResult),
 }
 
 impl RecordBody {
@@ -197,6 +252,7 @@ impl RecordBody {
             RecordBody::Facts(_) => "facts",
             RecordBody::Metrics(_) => "metrics",
             RecordBody::AgentHealth(_) => "agent_health",
+            RecordBody::CommandResult(_) => "command_result",
         }
     }
 }
@@ -225,6 +281,10 @@ impl TryFrom<pb::Record> for Record {
                 validate_agent_health(&h)?;
                 RecordBody::AgentHealth(h)
             }
+            pb::record::Body::CommandResult(c) => {
+                validate_command_result(&c)?;
+                RecordBody::CommandResult(c)
+            }
         };
         Ok(Record {
             seq: r.seq,
@@ -240,6 +300,7 @@ impl From<Record> for pb::Record {
             RecordBody::Facts(f) => pb::record::Body::Facts(f),
             RecordBody::Metrics(m) => pb::record::Body::Metrics(m),
             RecordBody::AgentHealth(h) => pb::record::Body::AgentHealth(h),
+            RecordBody::CommandResult(c) => pb::record::Body::CommandResult(c),
         };
         pb::Record {
             seq: r.seq,
@@ -307,6 +368,8 @@ pub enum Downlink {
         up_to_seq: u64,
     },
     Refused(String),
+    /// A signed command for control, passed on untouched.
+    Command(pb::SignedCommand),
 }
 
 impl TryFrom<pb::DownlinkFrame> for Downlink {
@@ -330,6 +393,10 @@ impl TryFrom<pb::DownlinkFrame> for Downlink {
                     check_str("DownlinkFrame", "refused", &reason)?;
                     Downlink::Refused(reason)
                 }
+                pb::downlink_frame::Msg::Command(c) => {
+                    validate_signed_command(&c)?;
+                    Downlink::Command(c)
+                }
             },
         )
     }
@@ -349,6 +416,7 @@ impl From<Downlink> for pb::DownlinkFrame {
             }),
             Downlink::Ack { up_to_seq } => pb::downlink_frame::Msg::Ack(pb::Ack { up_to_seq }),
             Downlink::Refused(reason) => pb::downlink_frame::Msg::Refused(reason),
+            Downlink::Command(c) => pb::downlink_frame::Msg::Command(c),
         };
         pb::DownlinkFrame { msg: Some(msg) }
     }
@@ -404,9 +472,15 @@ impl std::fmt::Display for Role {
 /// A message from the platform to a child.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToChild {
-    Config { metrics_interval_ms: u64 },
-    HealthCheck { nonce: u64 },
+    Config {
+        metrics_interval_ms: u64,
+    },
+    HealthCheck {
+        nonce: u64,
+    },
     CollectFacts,
+    /// For control: a command exactly as the backend signed it.
+    Execute(pb::SignedCommand),
 }
 
 impl From<ToChild> for pb::ToChild {
@@ -421,6 +495,7 @@ impl From<ToChild> for pb::ToChild {
                 pb::to_child::Msg::HealthCheck(pb::HealthCheck { nonce })
             }
             ToChild::CollectFacts => pb::to_child::Msg::CollectFacts(pb::CollectFacts {}),
+            ToChild::Execute(c) => pb::to_child::Msg::Execute(c),
         };
         pb::ToChild { msg: Some(msg) }
     }
@@ -448,6 +523,10 @@ pub fn decode_to_child(bytes: &[u8]) -> Result<ToChild, DecodeError> {
             }
             pb::to_child::Msg::HealthCheck(h) => ToChild::HealthCheck { nonce: h.nonce },
             pb::to_child::Msg::CollectFacts(_) => ToChild::CollectFacts,
+            pb::to_child::Msg::Execute(c) => {
+                validate_signed_command(&c)?;
+                ToChild::Execute(c)
+            }
         },
     )
 }
@@ -468,6 +547,7 @@ pub enum FromChild {
     },
     Facts(pb::HostFacts),
     Metrics(pb::Metrics),
+    CommandResult(pb::CommandResult),
 }
 
 impl From<FromChild> for pb::FromChild {
@@ -489,6 +569,7 @@ impl From<FromChild> for pb::FromChild {
             }
             FromChild::Facts(f) => pb::from_child::Msg::Facts(f),
             FromChild::Metrics(m) => pb::from_child::Msg::Metrics(m),
+            FromChild::CommandResult(r) => pb::from_child::Msg::CommandResult(r),
         };
         pb::FromChild { msg: Some(msg) }
     }
@@ -527,6 +608,10 @@ pub fn decode_from_child(bytes: &[u8]) -> Result<FromChild, DecodeError> {
             pb::from_child::Msg::Metrics(m) => {
                 validate_metrics(&m)?;
                 FromChild::Metrics(m)
+            }
+            pb::from_child::Msg::CommandResult(r) => {
+                validate_command_result(&r)?;
+                FromChild::CommandResult(r)
             }
         },
     )

@@ -11,6 +11,10 @@ use palisade_proto::pb;
 fuzz_target!(|data: &[u8]| {
     if let Ok(downlink) = decode_downlink(data) {
         let wire = encode_body(&pb::DownlinkFrame::from(downlink.clone()));
-        assert_eq!(decode_downlink(&wire), Ok(downlink), "a decoded downlink frame must round-trip");
+        assert_eq!(
+            decode_downlink(&wire),
+            Ok(downlink),
+            "a decoded downlink frame must round-trip"
+        );
     }
 });

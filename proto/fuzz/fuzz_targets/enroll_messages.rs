@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(decode_enroll_request(&encode_body(&request)), Ok(request));
     }
     if let Ok(response) = decode_enroll_response(data) {
-        assert_eq!(decode_enroll_response(&encode_body(&response)), Ok(response));
+        assert_eq!(
+            decode_enroll_response(&encode_body(&response)),
+            Ok(response)
+        );
     }
     if let Ok(error) = decode_enroll_error(data) {
         assert_eq!(decode_enroll_error(&encode_body(&error)), Ok(error));

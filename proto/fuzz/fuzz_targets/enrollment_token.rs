@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
         && let Ok(token) = text.parse::<EnrollmentToken>()
     {
         let printed = token.to_string();
-        assert_eq!(printed.parse::<EnrollmentToken>().as_ref(), Ok(&token), "a parsed token must round-trip");
+        assert_eq!(
+            printed.parse::<EnrollmentToken>().as_ref(),
+            Ok(&token),
+            "a parsed token must round-trip"
+        );
     }
     let _ = spki_pin(data);
 });

@@ -12,7 +12,9 @@ use palisade_proto::msg::decode_uplink;
 use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((split, stream)) = data.split_first_chunk::<2>() else { return };
+    let Some((split, stream)) = data.split_first_chunk::<2>() else {
+        return;
+    };
     let split = usize::from(u16::from_be_bytes(*split)) % (stream.len() + 1);
     let (first_read, second_read) = stream.split_at(split);
 
@@ -23,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match codec.decode(&mut buf) {
                 Ok(Some(frame)) => {
-                    assert!(frame.len() <= MAX_UPLINK_FRAME, "the codec let an oversized frame through");
+                    assert!(
+                        frame.len() <= MAX_UPLINK_FRAME,
+                        "the codec let an oversized frame through"
+                    );
                     let _ = decode_uplink(&frame);
                 }
                 Ok(None) => break,

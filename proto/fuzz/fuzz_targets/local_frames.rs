@@ -11,10 +11,18 @@ use palisade_proto::pb;
 fuzz_target!(|data: &[u8]| {
     if let Ok(message) = decode_from_child(data) {
         let wire = encode_body(&pb::FromChild::from(message.clone()));
-        assert_eq!(decode_from_child(&wire), Ok(message), "a decoded child message must round-trip");
+        assert_eq!(
+            decode_from_child(&wire),
+            Ok(message),
+            "a decoded child message must round-trip"
+        );
     }
     if let Ok(message) = decode_to_child(data) {
         let wire = encode_body(&pb::ToChild::from(message.clone()));
-        assert_eq!(decode_to_child(&wire), Ok(message), "a decoded platform message must round-trip");
+        assert_eq!(
+            decode_to_child(&wire),
+            Ok(message),
+            "a decoded platform message must round-trip"
+        );
     }
 });

@@ -11,6 +11,10 @@ use palisade_proto::pb;
 fuzz_target!(|data: &[u8]| {
     if let Ok(uplink) = decode_uplink(data) {
         let wire = encode_body(&pb::UplinkFrame::from(uplink.clone()));
-        assert_eq!(decode_uplink(&wire), Ok(uplink), "a decoded uplink frame must round-trip");
+        assert_eq!(
+            decode_uplink(&wire),
+            Ok(uplink),
+            "a decoded uplink frame must round-trip"
+        );
     }
 });
