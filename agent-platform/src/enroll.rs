@@ -1,6 +1,8 @@
 //! `palisade-agent enroll`: key pair generated here, CSR and token sent to
 //! the backend over TLS 1.3 verified against the token's CA pin, certificate
-//! and agent id received, identity sealed into the state directory.
+//! and agent id received, identity sealed into the state directory, and the
+//! agent id with the command-signing key pinned for control in
+//! `<state_dir>/control/pin` (root's, when enrolling as root).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +48,8 @@ pub enum EnrollError {
     Key(String),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error("cannot pin the command-signing key for control: {0}")]
+    ControlPin(#[from] palisade_agent_sys::control_pin::PinError),
     #[error(transparent)]
     TlsConfig(#[from] crate::tls::TlsConfigError),
 }
@@ -120,6 +124,21 @@ pub async fn enroll(
     let anchor = verifier
         .matched_anchor()
         .ok_or_else(|| EnrollError::BadResponse("no pinned anchor after the handshake".into()))?;
+    // Control takes the key and the agent id from this pin only, never from
+    // the platform (see `palisade_agent_sys::control_pin`); written first, so
+    // an enrollment that fails here leaves no identity behind.
+    let command_signing_key: [u8; 32] = resp
+        .command_signing_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| EnrollError::BadResponse("the command-signing key is not 32 bytes".into()))?;
+    palisade_agent_sys::control_pin::write(
+        store.state_dir(),
+        &palisade_proto::msg::ControlPin {
+            agent_id: resp.agent_id.clone(),
+            command_signing_key,
+        },
+    )?;
     let identity = AgentIdentity {
         server: server.to_owned(),
         agent_id: resp.agent_id,

@@ -85,6 +85,11 @@ impl IdentityStore {
     }
 
     /// The stored identity, or `None` before enrollment.
+    /// The state directory this store lives in.
+    pub fn state_dir(&self) -> &Path {
+        self.db_path.parent().unwrap_or(Path::new("."))
+    }
+
     pub fn load(&self) -> Result<Option<AgentIdentity>, IdentityError> {
         let p = &self.db_path;
         let txn = self.db.begin_read().map_err(|e| db_err(p)(e.into()))?;

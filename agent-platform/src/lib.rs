@@ -20,6 +20,7 @@ pub mod identity;
 pub mod spool;
 pub mod supervisor;
 pub mod tls;
+pub mod transport;
 pub mod uplink;
 
 /// Current Unix time in milliseconds (edges only; logic takes time as input).

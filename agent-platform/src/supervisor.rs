@@ -1,5 +1,10 @@
 //! Starts the three children, keeps them running, and routes their messages.
 //!
+//! Children are started by a [`Spawner`]: as root, by the privileged
+//! launcher (`palisade_agent_sys::launcher`), since the platform itself has
+//! no privilege left to start a sandboxed child, nor to signal one; as an
+//! ordinary user (development), by the platform directly, unsandboxed.
+//!
 //! Each child gets its own socketpair (see `palisade_agent_sys::spawn`). A
 //! child that exits, stops answering health checks for too long, or sends
 //! something it must not, is killed and restarted after a backoff (1 s
@@ -8,11 +13,16 @@
 //! reported to the backend as an `AgentHealth` record whenever it changes.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use palisade_agent_sys::control_pin::STATE_DIR_ENV;
 use palisade_agent_sys::ipc::Channel;
+use palisade_agent_sys::launcher::Launcher;
 use palisade_proto::msg::{FromChild, RecordBody, Role, ToChild, decode_from_child};
 use palisade_proto::pb;
 use tokio::sync::{mpsc, watch};
@@ -30,7 +40,125 @@ pub struct SupervisorConfig {
 
 /// Path of the binary of `role` in `libexec`.
 pub fn child_program(libexec: &std::path::Path, role: Role) -> PathBuf {
-    libexec.join(format!("palisade-agent-{}", role.as_str()))
+    palisade_agent_sys::launcher::program_path(libexec, role)
+}
+
+/// How the supervisor starts a child.
+#[derive(Clone)]
+pub enum Spawner {
+    /// Development (the platform runs as an ordinary user): the platform
+    /// starts the children itself, as its own user, NOT sandboxed.
+    Direct {
+        libexec: PathBuf,
+        /// Passed to the children (control reads its pin there).
+        state_dir: PathBuf,
+    },
+    /// Production (started as root): the privileged launcher starts each
+    /// child in its sandbox; the platform holds no privilege.
+    Launcher(Arc<Launcher>),
+}
+
+/// A started child, as the supervisor sees it.
+pub struct Running {
+    pub pid: u32,
+    channel: Channel,
+    /// Resolves to the exit status, in words, once the child is gone.
+    exited: Pin<Box<dyn Future<Output = String> + Send>>,
+    stopper: Stopper,
+}
+
+enum Stopper {
+    /// Our own child: we signal it.
+    Signal,
+    /// The launcher's child (another user): the launcher signals it.
+    Launcher(Arc<Launcher>, Role),
+}
+
+impl Stopper {
+    /// SIGKILLs the child `pid`; its exit is still reported through
+    /// `Running::exited`.
+    fn kill(&self, pid: u32) {
+        match self {
+            Stopper::Signal => kill(pid),
+            Stopper::Launcher(launcher, role) => {
+                if let Err(e) = launcher.kill(*role, pid) {
+                    tracing::error!(role = %role, pid, error = %e, "cannot ask the launcher to kill a child");
+                }
+            }
+        }
+    }
+}
+
+impl Spawner {
+    /// Starts `role`.
+    pub async fn spawn(&self, role: Role) -> Result<Running, String> {
+        match self {
+            Spawner::Direct { libexec, state_dir } => {
+                let program = child_program(libexec, role);
+                let env = [(STATE_DIR_ENV, state_dir.as_os_str())];
+                let (mut child, channel) =
+                    palisade_agent_sys::spawn::spawn_child_with_env(&program, &[], &env)
+                        .map_err(|e| e.to_string())?;
+                let pid = child.id();
+                let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+                let waiter = std::thread::Builder::new()
+                    .name(format!("wait-{role}"))
+                    .spawn(move || {
+                        let status = child.wait();
+                        let _ = exit_tx.send(
+                            status
+                                .map(|s| s.to_string())
+                                .unwrap_or_else(|e| e.to_string()),
+                        );
+                    });
+                if let Err(e) = waiter {
+                    kill(pid);
+                    return Err(format!("cannot watch the child: {e}"));
+                }
+                Ok(Running {
+                    pid,
+                    channel,
+                    exited: Box::pin(
+                        async move { exit_rx.await.unwrap_or_else(|_| "unknown".into()) },
+                    ),
+                    stopper: Stopper::Signal,
+                })
+            }
+            Spawner::Launcher(launcher) => {
+                let spawned = launcher.spawn(role).await.map_err(|e| e.to_string())?;
+                let channel = match Channel::from_std(spawned.stream) {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        // A child nobody talks to must not linger.
+                        let _ = launcher.kill(role, spawned.pid);
+                        return Err(e.to_string());
+                    }
+                };
+                let exited = spawned.exited;
+                Ok(Running {
+                    pid: spawned.pid,
+                    channel,
+                    exited: Box::pin(async move {
+                        match exited.await {
+                            Ok(raw) => std::process::ExitStatus::from_raw(raw).to_string(),
+                            Err(_) => "unknown (the launcher is gone)".into(),
+                        }
+                    }),
+                    stopper: Stopper::Launcher(launcher.clone(), role),
+                })
+            }
+        }
+    }
+
+    /// Resolves if the children can no longer be started (the launcher
+    /// exited): the agent must then stop, for its service manager to
+    /// restart it whole.
+    pub async fn lost(&self) {
+        match self {
+            Spawner::Direct { .. } => std::future::pending().await,
+            Spawner::Launcher(launcher) => launcher.gone().await,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,19 +226,19 @@ pub async fn report_health(board: HealthBoard, spool: Arc<Spool>, every: Duratio
 pub async fn supervise(
     role: Role,
     config: SupervisorConfig,
+    spawner: Spawner,
     spool: Arc<Spool>,
     board: HealthBoard,
     mut commands: mpsc::Receiver<ToChild>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let program = child_program(&config.libexec, role);
     let mut delay = Duration::from_secs(1);
     let mut restarts = 0u32;
     loop {
         let started = Instant::now();
-        match palisade_agent_sys::spawn::spawn_child(&program, &[]) {
-            Ok((child, channel)) => {
-                let pid = child.id();
+        match spawner.spawn(role).await {
+            Ok(running) => {
+                let pid = running.pid;
                 tracing::info!(role = %role, pid, "child started");
                 board.update(role, |s| {
                     s.pid = pid;
@@ -119,8 +247,7 @@ pub async fn supervise(
                 });
                 let outcome = run_child(
                     role,
-                    child,
-                    channel,
+                    running,
                     &config,
                     &spool,
                     &board,
@@ -163,31 +290,21 @@ enum ChildEnd {
 #[allow(clippy::too_many_arguments)]
 async fn run_child(
     role: Role,
-    mut child: std::process::Child,
-    mut channel: Channel,
+    running: Running,
     config: &SupervisorConfig,
     spool: &Spool,
     board: &HealthBoard,
     commands: &mut mpsc::Receiver<ToChild>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> ChildEnd {
-    let pid = child.id();
-    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
-    let waiter = std::thread::Builder::new()
-        .name(format!("wait-{role}"))
-        .spawn(move || {
-            let status = child.wait();
-            let _ = exit_tx.send(
-                status
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|e| e.to_string()),
-            );
-        });
-    if let Err(e) = waiter {
-        tracing::error!(role = %role, error = %e, "cannot watch child");
-        kill(pid);
-        return ChildEnd::Killed("cannot watch it");
-    }
+    let Running {
+        pid,
+        mut channel,
+        exited: mut exit_rx,
+        stopper,
+    } = running;
+    // Every kill below goes through the stopper (the launcher, as root).
+    let kill = |pid: u32| stopper.kill(pid);
 
     let mut said_hello = false;
     let mut health = tokio::time::interval(config.health_interval);
@@ -199,10 +316,10 @@ async fn run_child(
 
     let end = loop {
         tokio::select! {
-            status = &mut exit_rx => return ChildEnd::Exited(status.unwrap_or_else(|_| "unknown".into())),
+            status = &mut exit_rx => return ChildEnd::Exited(status),
             _ = shutdown.changed() => {
                 kill(pid);
-                let _ = exit_rx.await;
+                exit_rx.await;
                 return ChildEnd::Shutdown;
             }
             () = &mut hello_deadline, if !said_hello => {
@@ -276,10 +393,10 @@ async fn run_child(
                     }
                 }
             }
-            Some(cmd) = commands.recv() => {
-                if said_hello
-                    && let Err(e) = channel.send(&pb::ToChild::from(cmd)).await
-                {
+            // Held in the queue until the child said hello: a command
+            // relayed while control is (re)starting must not be lost.
+            Some(cmd) = commands.recv(), if said_hello => {
+                if let Err(e) = channel.send(&pb::ToChild::from(cmd)).await {
                     tracing::warn!(role = %role, error = %e, "cannot send to child");
                 }
             }
@@ -298,8 +415,8 @@ async fn run_child(
             }
         }
     };
-    // Reap it (the waiter thread sends once the process is gone).
-    let _ = exit_rx.await;
+    // Wait until it is gone (reaped by its parent, which reports it).
+    exit_rx.await;
     end
 }
 

@@ -1,6 +1,7 @@
 //! The one uplink to the backend (QUIC, mutual TLS).
 //!
-//! One connection, one bidirectional stream. The agent says hello; the
+//! One connection (QUIC, or WSS when UDP is blocked: see [`establish`] and
+//! [`PathState`]), one ordered byte stream. The agent says hello; the
 //! backend answers with the highest sequence it has stored, which the agent
 //! acknowledges in its spool; then the agent streams spooled records in
 //! order and deletes them as cumulative acks arrive. On any failure the
@@ -9,12 +10,11 @@
 //! Records not yet acknowledged are sent again on the next connection; the
 //! backend stores them idempotently.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use palisade_proto::frame::{self, encode_body};
+use palisade_proto::frame;
 use palisade_proto::msg::{Downlink, Uplink, decode_downlink};
 use palisade_proto::{PROTOCOL_VERSION, pb};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,12 +22,12 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::spool::Spool;
+use crate::transport::{QuicLink, Target, TransportError, WssReader, WssWriter, connect_quic, connect_wss};
 
 /// Records in flight (sent, not yet acknowledged) at most.
 pub const WINDOW: u64 = 4096;
 /// Records read from the spool per batch.
 const BATCH: usize = 256;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// QUIC keep-alive and idle timeout (see the backend's values).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -47,12 +47,8 @@ pub enum UplinkEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
-    #[error("cannot resolve {0}")]
-    Resolve(String),
-    #[error("connect: {0}")]
-    Connect(#[from] quinn::ConnectError),
-    #[error("connection: {0}")]
-    Connection(#[from] quinn::ConnectionError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     #[error("timed out {0}")]
     Timeout(&'static str),
     #[error("stream: {0}")]
@@ -112,32 +108,117 @@ pub fn unit_random() -> f64 {
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// When to try which path. Plain logic over `now`, so it is testable.
+#[derive(Debug, Clone)]
+pub struct PathPolicy {
+    /// How long QUIC may take before WSS is raced against it.
+    pub happy_eyeballs_delay: Duration,
+    /// First QUIC re-probe while on WSS, doubled after each failure...
+    pub probe_initial: Duration,
+    /// ...up to this.
+    pub probe_max: Duration,
+    /// How long "UDP is broken" is remembered after WSS won a race.
+    pub remember_broken: Duration,
+}
+
+impl Default for PathPolicy {
+    fn default() -> Self {
+        PathPolicy {
+            happy_eyeballs_delay: Duration::from_millis(300),
+            probe_initial: Duration::from_secs(30),
+            probe_max: Duration::from_secs(300),
+            remember_broken: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the path selection remembers between connections.
+#[derive(Debug, Clone)]
+pub struct PathState {
+    policy: PathPolicy,
+    udp_broken_until: Option<Instant>,
+    next_probe: Duration,
+}
+
+impl PathState {
+    pub fn new(policy: PathPolicy) -> Self {
+        let next_probe = policy.probe_initial;
+        PathState { policy, udp_broken_until: None, next_probe }
+    }
+
+    /// Whether to skip QUIC and go straight to WSS.
+    pub fn udp_known_broken(&self, now: Instant) -> bool {
+        self.udp_broken_until.is_some_and(|until| now < until)
+    }
+
+    /// WSS won a race (or QUIC failed): remember it for a while.
+    pub fn quic_failed(&mut self, now: Instant) {
+        self.udp_broken_until = Some(now + self.policy.remember_broken);
+    }
+
+    /// QUIC works: forget any breakage, reset the probe schedule.
+    pub fn quic_works(&mut self) {
+        self.udp_broken_until = None;
+        self.next_probe = self.policy.probe_initial;
+    }
+
+    /// The wait before the next QUIC probe; each call doubles the next one, up to the cap.
+    pub fn take_probe_delay(&mut self) -> Duration {
+        let delay = self.next_probe;
+        self.next_probe = (self.next_probe * 2).min(self.policy.probe_max);
+        delay
+    }
+}
+
 /// Everything the uplink needs to connect.
 pub struct UplinkConfig {
-    /// `host:port` of the backend.
-    pub server: String,
-    pub server_name: String,
-    pub port: u16,
-    pub tls: rustls::ClientConfig,
+    pub target: Target,
+    pub policy: PathPolicy,
 }
 
 /// How long a connection must have lasted for the backoff to start over.
 const STABLE: Duration = Duration::from_secs(30);
+/// How long one QUIC re-probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs the uplink forever.
+enum Link {
+    Quic(QuicLink),
+    Wss(WssReader, WssWriter),
+}
+
+/// Runs the uplink forever: QUIC first, WSS when UDP is blocked, back to QUIC
+/// (make-before-break) when it works again.
 pub async fn run(config: UplinkConfig, spool: Arc<Spool>, events: mpsc::Sender<UplinkEvent>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-    let client = match quic_client_config(config.tls.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the QUIC client configuration; the uplink is down");
-            return;
-        }
-    };
+    let mut paths = PathState::new(config.policy.clone());
     let mut endpoint: Option<quinn::Endpoint> = None;
+    let mut ready: Option<Link> = None;
     loop {
         let started = Instant::now();
-        let result = connect_once(&config, &client, &mut endpoint, &spool, &events).await;
+        let link = match ready.take() {
+            Some(link) => Ok(link),
+            None => establish(&config, &mut paths, &mut endpoint, &spool).await,
+        };
+        let result = match link {
+            Ok(Link::Quic(link)) => run_quic(link, &spool, &events).await,
+            Ok(Link::Wss(reader, writer)) => {
+                let session = run_stream(writer, reader, &spool, &events, "wss");
+                let probe = probe_quic(&config, &mut paths, &mut endpoint, &spool);
+                tokio::select! {
+                    r = session => r,
+                    link = probe => {
+                        // The new path is up before the old one is dropped;
+                        // unacknowledged records are resent on it and the
+                        // backend stores them once.
+                        tracing::info!("QUIC works again: moving the uplink back from WSS");
+                        ready = Some(Link::Quic(link));
+                        let _ = events.send(UplinkEvent::Disconnected).await;
+                        continue;
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
         let _ = events.send(UplinkEvent::Disconnected).await;
         if started.elapsed() >= STABLE {
             backoff.reset();
@@ -151,62 +232,114 @@ pub async fn run(config: UplinkConfig, spool: Arc<Spool>, events: mpsc::Sender<U
     }
 }
 
-fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, String> {
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
-    transport.max_idle_timeout(Some(
-        IDLE_TIMEOUT
-            .try_into()
-            .map_err(|e: quinn::VarIntBoundsExceeded| e.to_string())?,
-    ));
-    client.transport_config(Arc::new(transport));
-    Ok(client)
-}
-
-async fn resolve(config: &UplinkConfig) -> Result<SocketAddr, UplinkError> {
-    let mut addrs = tokio::net::lookup_host((config.server_name.as_str(), config.port))
-        .await
-        .map_err(|_| UplinkError::Resolve(config.server.clone()))?;
-    addrs
-        .next()
-        .ok_or_else(|| UplinkError::Resolve(config.server.clone()))
-}
-
-async fn connect_once(
+/// Happy eyeballs: QUIC, and WSS too if QUIC is not up after a short delay;
+/// the first to connect wins (QUIC if both do).
+async fn establish(
     config: &UplinkConfig,
-    client: &quinn::ClientConfig,
+    paths: &mut PathState,
     endpoint: &mut Option<quinn::Endpoint>,
     spool: &Spool,
-    events: &mpsc::Sender<UplinkEvent>,
-) -> Result<(), UplinkError> {
-    let addr = resolve(config).await?;
-    let ep = match endpoint {
-        Some(ep) if ep.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()) => ep.clone(),
-        _ => {
-            let bind: SocketAddr = if addr.is_ipv4() {
-                ([0, 0, 0, 0], 0).into()
-            } else {
-                ([0u16; 8], 0).into()
-            };
-            let ep = quinn::Endpoint::client(bind)?;
-            *endpoint = Some(ep.clone());
-            ep
-        }
+) -> Result<Link, UplinkError> {
+    let target = &config.target;
+    let hello = hello_frame(spool);
+    if paths.udp_known_broken(Instant::now()) {
+        let (r, w) = connect_wss(target).await?;
+        return Ok(Link::Wss(r, w));
+    }
+    let quic = connect_quic(target, endpoint, &hello);
+    tokio::pin!(quic);
+    let quic_error = tokio::select! {
+        r = &mut quic => match r {
+            Ok(link) => { paths.quic_works(); return Ok(Link::Quic(link)); }
+            Err(e) => Some(e),
+        },
+        () = tokio::time::sleep(config.policy.happy_eyeballs_delay) => None,
     };
-    let connecting = ep.connect_with(client.clone(), addr, &config.server_name)?;
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| UplinkError::Timeout("connecting"))??;
-    let (send, recv) = conn.open_bi().await?;
-    let result = run_stream(send, recv, spool, events, "quic").await;
+    let wss = connect_wss(target);
+    tokio::pin!(wss);
+    if let Some(e) = quic_error {
+        tracing::info!(error = %e, "QUIC failed; trying WSS");
+        paths.quic_failed(Instant::now());
+        let (r, w) = wss.await?;
+        return Ok(Link::Wss(r, w));
+    }
+    tokio::select! {
+        biased;
+        r = &mut quic => match r {
+            Ok(link) => { paths.quic_works(); Ok(Link::Quic(link)) }
+            Err(e) => {
+                tracing::info!(error = %e, "QUIC failed; waiting for WSS");
+                paths.quic_failed(Instant::now());
+                let (r, w) = wss.await?;
+                Ok(Link::Wss(r, w))
+            }
+        },
+        r = &mut wss => match r {
+            Ok((r, w)) => {
+                tracing::info!("WSS connected before QUIC: UDP looks blocked");
+                paths.quic_failed(Instant::now());
+                Ok(Link::Wss(r, w))
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "WSS failed; waiting for QUIC");
+                let link = quic.await?;
+                paths.quic_works();
+                Ok(Link::Quic(link))
+            }
+        },
+    }
+}
+
+/// Probes QUIC on the schedule until it works; returns the new connection.
+async fn probe_quic(
+    config: &UplinkConfig,
+    paths: &mut PathState,
+    endpoint: &mut Option<quinn::Endpoint>,
+    spool: &Spool,
+) -> QuicLink {
+    loop {
+        let delay = paths.take_probe_delay();
+        tokio::time::sleep(delay).await;
+        match tokio::time::timeout(PROBE_TIMEOUT, connect_quic(&config.target, endpoint, &hello_frame(spool))).await {
+            Ok(Ok(link)) => {
+                paths.quic_works();
+                return link;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "QUIC probe failed"),
+            Err(_) => tracing::debug!("QUIC probe timed out"),
+        }
+    }
+}
+
+async fn run_quic(link: QuicLink, spool: &Spool, events: &mpsc::Sender<UplinkEvent>) -> Result<(), UplinkError> {
+    let QuicLink { conn, send, recv, hello_sent } = link;
+    if hello_sent {
+        tracing::debug!("hello sent as 0-RTT data and accepted");
+    }
+    let result = run_stream_after(send, recv, spool, events, "quic", hello_sent).await;
     conn.close(0u8.into(), b"agent reconnecting");
     result
 }
 
-/// The uplink protocol over one ordered stream (QUIC now, WSS next).
+/// How long the agent tolerates silence from the backend. It sends a
+/// heartbeat every [`KEEP_ALIVE`] when idle, which the backend answers at
+/// once; two missed answers mean the path is dead. QUIC's idle timer alone
+/// would not notice when only our direction is blocked (a common UDP
+/// filter): the backend's retransmissions keep reaching us and keep it alive.
+const SILENCE: Duration = Duration::from_secs(12);
+
+/// The agent's hello, as a complete frame (length prefix included).
+pub fn hello_frame(spool: &Spool) -> bytes::Bytes {
+    let hello: pb::UplinkFrame = Uplink::Hello(palisade_proto::msg::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        spool_dropped_total: spool.dropped_total(),
+    })
+    .into();
+    frame::encode_frame(&hello)
+}
+
+/// The uplink protocol over one ordered stream (QUIC or WSS).
 pub async fn run_stream<R, W>(
     writer: W,
     reader: R,
@@ -218,44 +351,50 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    run_stream_after(writer, reader, spool, events, transport, false).await
+}
+
+/// [`run_stream`], when the hello may already have been sent (0-RTT).
+pub async fn run_stream_after<R, W>(
+    writer: W,
+    reader: R,
+    spool: &Spool,
+    events: &mpsc::Sender<UplinkEvent>,
+    transport: &'static str,
+    hello_sent: bool,
+) -> Result<(), UplinkError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut out = FramedWrite::new(writer, frame::codec(frame::MAX_UPLINK_FRAME));
     let mut frames = FramedRead::new(reader, frame::codec(frame::MAX_UPLINK_FRAME));
-    let hello: pb::UplinkFrame = Uplink::Hello(palisade_proto::msg::Hello {
-        protocol_version: PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-    })
-    .into();
-    out.send(encode_body(&hello)).await?;
-    let first = tokio::time::timeout(HELLO_TIMEOUT, frames.next())
-        .await
-        .map_err(|_| UplinkError::Timeout("waiting for the backend's hello"))?
-        .ok_or(UplinkError::Closed)??;
-    let stored = match decode_downlink(&first)? {
-        Downlink::HelloAck {
-            stored_up_to_seq, ..
-        } => stored_up_to_seq,
-        Downlink::Refused(reason) => return Err(UplinkError::Refused(reason)),
-        Downlink::Ack { .. } => return Err(UplinkError::Unexpected("an ack before the hello")),
-        Downlink::Command(_) => return Err(UplinkError::Unexpected("a command before the hello")),
-    };
-    spool.ack(stored)?;
-    tracing::info!(
-        transport,
-        stored,
-        pending = spool.len().unwrap_or(0),
-        "uplink connected"
-    );
-    let _ = events.send(UplinkEvent::Connected { transport }).await;
-
-    let mut sent_up_to = stored;
-    let mut acked_up_to = stored;
+    if !hello_sent {
+        // The codec adds the length prefix; send the body only.
+        let hello = hello_frame(spool);
+        out.send(hello.slice(4..)).await?;
+    }
+    // Records follow the hello at once (pipelined), which saves a round trip
+    // on every connect: the backend reads the hello first and answers with
+    // HelloAck, then the records. Whatever it had stored already is simply
+    // stored once more (idempotent) and acknowledged.
+    let mut link = LinkState { transport, hello_acked: false, acked_up_to: 0 };
+    let hello_deadline = Instant::now() + HELLO_TIMEOUT;
+    let mut sent_up_to: u64 = 0;
+    let mut heard = Instant::now();
+    let mut heartbeat = tokio::time::interval(KEEP_ALIVE);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.reset();
     loop {
         // Register interest in new records before looking, so none is missed.
         let appended = spool.appended();
         tokio::pin!(appended);
         appended.as_mut().enable();
         let mut sent_any = false;
-        if sent_up_to.saturating_sub(acked_up_to) < WINDOW {
+        if !link.hello_acked && Instant::now() > hello_deadline {
+            return Err(UplinkError::Timeout("waiting for the backend's hello"));
+        }
+        if sent_up_to.saturating_sub(link.acked_up_to) < WINDOW {
             let batch = spool.pending_after(sent_up_to, BATCH)?;
             for (seq, bytes) in &batch {
                 // The spool holds encoded `pb::Record`s; a frame is an
@@ -272,39 +411,75 @@ where
         if sent_any {
             // More may be waiting; still take acks that already arrived.
             while let Some(frame) = futures_util::FutureExt::now_or_never(frames.next()) {
-                acked_up_to = handle_downlink(frame, spool, events, acked_up_to).await?;
+                link.on_frame(frame, spool, events).await?;
+                heard = Instant::now();
+            }
+            if heard.elapsed() > SILENCE {
+                return Err(UplinkError::Timeout("waiting for the backend (path dead?)"));
             }
             continue;
         }
         tokio::select! {
-            frame = frames.next() => acked_up_to = handle_downlink(frame, spool, events, acked_up_to).await?,
+            frame = frames.next() => {
+                link.on_frame(frame, spool, events).await?;
+                heard = Instant::now();
+            }
             () = &mut appended => {},
+            _ = heartbeat.tick() => {
+                if heard.elapsed() > SILENCE {
+                    return Err(UplinkError::Timeout("waiting for the backend (path dead?)"));
+                }
+                let ping: pb::UplinkFrame = Uplink::Ping.into();
+                out.send(frame::encode_body(&ping)).await?;
+            }
         }
     }
 }
 
-async fn handle_downlink(
-    frame: Option<Result<bytes::BytesMut, std::io::Error>>,
-    spool: &Spool,
-    events: &mpsc::Sender<UplinkEvent>,
+/// What one stream has learned from the backend so far.
+struct LinkState {
+    transport: &'static str,
+    hello_acked: bool,
     acked_up_to: u64,
-) -> Result<u64, UplinkError> {
-    let frame = frame.ok_or(UplinkError::Closed)??;
-    match decode_downlink(&frame)? {
-        Downlink::Ack { up_to_seq } => {
-            if up_to_seq > acked_up_to {
-                spool.ack(up_to_seq)?;
+}
+
+impl LinkState {
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<bytes::BytesMut, std::io::Error>>,
+        spool: &Spool,
+        events: &mpsc::Sender<UplinkEvent>,
+    ) -> Result<(), UplinkError> {
+        let frame = frame.ok_or(UplinkError::Closed)??;
+        match decode_downlink(&frame)? {
+            Downlink::HelloAck { stored_up_to_seq, .. } if !self.hello_acked => {
+                self.hello_acked = true;
+                spool.ack(stored_up_to_seq)?;
+                self.acked_up_to = self.acked_up_to.max(stored_up_to_seq);
+                tracing::info!(
+                    transport = self.transport,
+                    stored = stored_up_to_seq,
+                    pending = spool.len().unwrap_or(0),
+                    "uplink connected"
+                );
+                let _ = events.send(UplinkEvent::Connected { transport: self.transport }).await;
             }
-            Ok(up_to_seq.max(acked_up_to))
+            Downlink::HelloAck { .. } => return Err(UplinkError::Unexpected("a second hello")),
+            Downlink::Refused(reason) => return Err(UplinkError::Refused(reason)),
+            _ if !self.hello_acked => return Err(UplinkError::Unexpected("a message before the hello")),
+            Downlink::Ack { up_to_seq } => {
+                if up_to_seq > self.acked_up_to {
+                    spool.ack(up_to_seq)?;
+                    self.acked_up_to = up_to_seq;
+                }
+            }
+            Downlink::Command(command) => {
+                // Passed on untouched: control verifies it; the platform cannot
+                // forge or alter one, and does not try to judge it.
+                let _ = events.send(UplinkEvent::Command(command)).await;
+            }
         }
-        Downlink::Refused(reason) => Err(UplinkError::Refused(reason)),
-        Downlink::HelloAck { .. } => Err(UplinkError::Unexpected("a second hello")),
-        Downlink::Command(command) => {
-            // Passed on untouched: control verifies it; the platform cannot
-            // forge or alter one, and does not try to judge it.
-            let _ = events.send(UplinkEvent::Command(command)).await;
-            Ok(acked_up_to)
-        }
+        Ok(())
     }
 }
 

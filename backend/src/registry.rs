@@ -36,6 +36,8 @@ pub struct Connection {
     pub remote: std::net::SocketAddr,
     /// Distinguishes this connection from an older one of the same agent.
     pub conn_id: u64,
+    /// Whether this QUIC connection resumed with 0-RTT.
+    pub zero_rtt: bool,
     /// Commands to deliver on this connection.
     pub commands: mpsc::Sender<pb::SignedCommand>,
 }
@@ -45,6 +47,8 @@ const COMMAND_QUEUE: usize = 64;
 
 #[derive(Default)]
 pub struct Registry {
+    /// QUIC connections whose 0-RTT data the backend accepted (since start).
+    pub zero_rtt_accepted: std::sync::atomic::AtomicU64,
     inner: Mutex<HashMap<String, Connection>>,
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -86,10 +90,18 @@ impl Registry {
             connected_at: now,
             remote,
             conn_id,
+            zero_rtt: false,
             commands: tx,
         };
         self.lock().insert(agent_id.to_owned(), conn);
         (conn_id, rx)
+    }
+
+    /// Marks the connection `conn_id` of `agent_id` as resumed with 0-RTT.
+    pub fn set_zero_rtt(&self, agent_id: &str, conn_id: u64) {
+        if let Some(c) = self.lock().get_mut(agent_id).filter(|c| c.conn_id == conn_id) {
+            c.zero_rtt = true;
+        }
     }
 
     /// Queues a signed command on the agent's live connection. False when the

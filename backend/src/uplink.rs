@@ -30,9 +30,8 @@ use crate::state::AppState;
 pub const MAX_BATCH: usize = 512;
 /// How long the agent has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// QUIC keep-alive and idle timeout: a dead path is noticed within seconds,
-/// so no host shows online on a half-open connection.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// QUIC idle timeout: a dead path is noticed within seconds, so no host
+/// shows online on a half-open connection (agents send keep-alives every 5 s).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +86,7 @@ pub async fn serve_agent<R, W>(
     agent_id: &str,
     transport: Transport,
     remote: SocketAddr,
+    zero_rtt: bool,
     reader: R,
     writer: W,
 ) -> Result<(), UplinkError>
@@ -103,7 +103,7 @@ where
     let Some(first) = first else { return Ok(()) };
     let hello = match decode_uplink(&first?)? {
         Uplink::Hello(h) => h,
-        Uplink::Record(_) => return Err(UplinkError::NoHello("a record")),
+        Uplink::Record(_) | Uplink::Ping => return Err(UplinkError::NoHello("a record")),
     };
     if hello.protocol_version != PROTOCOL_VERSION {
         let refusal: pb::DownlinkFrame = Downlink::Refused(format!(
@@ -133,10 +133,18 @@ where
         .store
         .host_seen(agent_id, now, transport.as_str())
         .await?;
+    state
+        .store
+        .set_spool_dropped(agent_id, hello.spool_dropped_total)
+        .await?;
     let (conn_id, mut commands) = state
         .registry
         .connected_with_commands(agent_id, transport, remote, now);
+    if zero_rtt {
+        state.registry.set_zero_rtt(agent_id, conn_id);
+    }
     tracing::info!(agent_id, transport = transport.as_str(), %remote, agent_version = %hello.agent_version, stored, "agent connected");
+    crate::commands::deliver_pending(state, agent_id, now).await;
 
     let result = record_loop(
         state,
@@ -195,6 +203,8 @@ where
         for bytes in batch.drain(..) {
             match decode_uplink(&bytes)? {
                 Uplink::Record(r) => records.push(r),
+                // Answered by the ack below (even with nothing new stored).
+                Uplink::Ping => {}
                 Uplink::Hello(_) => return Err(UplinkError::NoHello("a second hello")),
             }
         }
@@ -231,11 +241,18 @@ pub fn quic_server_config(pki: &Pki) -> anyhow::Result<quinn::ServerConfig> {
         .with_single_cert(pki.server_chain().to_vec(), pki.server_key())
         .context("server certificate")?;
     tls.alpn_protocols = vec![UPLINK_ALPN.to_vec()];
+    // 0-RTT resumption (QUIC requires exactly this value to enable it). The
+    // backend acts on nothing a client sends before the handshake completes:
+    // see `quic_connection`.
+    tls.max_early_data_size = u32::MAX;
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).context("QUIC TLS config")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    // No server keep-alive: only the agent pings. If the server pinged too,
+    // an agent whose outgoing UDP is dropped would keep receiving packets and
+    // never notice its path is dead; this way both sides time out after
+    // IDLE_TIMEOUT of one-way silence.
     transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().context("idle timeout")?));
     transport.max_concurrent_uni_streams(0u8.into());
     transport.max_concurrent_bidi_streams(4u8.into());
@@ -265,7 +282,29 @@ pub async fn run_quic(state: AppState, endpoint: quinn::Endpoint) {
 
 async fn quic_connection(state: &AppState, incoming: quinn::Incoming) -> Result<(), UplinkError> {
     let remote = incoming.remote_address();
-    let conn = incoming.await?;
+    // Accept 0-RTT, but wait for the handshake to complete before touching
+    // anything the client sent: early data can be replayed by an attacker,
+    // and only the idempotent hello is allowed in it (the agent sends
+    // nothing else before it has our reply).
+    let (conn, send, recv) = match incoming.accept()?.into_0rtt() {
+        Ok((conn, handshake_done)) => {
+            // Take the stream as soon as it exists, only to learn whether it
+            // was opened in 0-RTT (quinn knows that only while handshaking);
+            // nothing is read from it before the handshake completes.
+            let (send, recv) = conn.accept_bi().await?;
+            // For a server this resolves when the handshake completes.
+            handshake_done.await;
+            if let Some(reason) = conn.close_reason() {
+                return Err(UplinkError::Connection(reason));
+            }
+            (conn, send, recv)
+        }
+        Err(connecting) => {
+            let conn = connecting.await?;
+            let (send, recv) = conn.accept_bi().await?;
+            (conn, send, recv)
+        }
+    };
     let chain = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -277,8 +316,13 @@ async fn quic_connection(state: &AppState, incoming: quinn::Incoming) -> Result<
             return Err(e);
         }
     };
-    let (send, recv) = conn.accept_bi().await?;
-    let result = serve_agent(state, &agent_id, Transport::Quic, remote, recv, send).await;
+    // A stream opened in 0-RTT means the server accepted the client's early data.
+    if recv.is_0rtt() {
+        tracing::info!(agent_id, %remote, "0-RTT resumption accepted");
+        state.registry.zero_rtt_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let zero_rtt = recv.is_0rtt();
+    let result = serve_agent(state, &agent_id, Transport::Quic, remote, zero_rtt, recv, send).await;
     match &result {
         Ok(()) => conn.close(0u8.into(), b"bye"),
         Err(e) => {

@@ -292,12 +292,12 @@ async fn killed_child_is_restarted() {
     online_with_metrics(&client, &api, now_ms()).await;
 
     let find = |name: &str| {
-        children_of(agent.pid())
+        agent_children(agent.pid())
             .into_iter()
             .find(|(_, program)| program == name)
             .map(|(pid, _)| pid)
     };
-    let names: Vec<String> = children_of(agent.pid())
+    let names: Vec<String> = agent_children(agent.pid())
         .into_iter()
         .map(|(_, n)| n)
         .collect();

@@ -192,6 +192,9 @@ pub struct Host {
     pub last_transport: Option<String>,
     /// Highest record sequence stored for this host (0: none).
     pub stored_up_to_seq: u64,
+    /// Records the agent's spool dropped because it was full, as the agent
+    /// last reported (0: none, or not reported yet).
+    pub spool_dropped_total: u64,
     /// The latest agent health report, as JSON (see `pb::AgentHealth`).
     pub agent_health: Option<serde_json::Value>,
     pub revoked_at: Option<Millis>,
@@ -264,6 +267,107 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+/// Where a command stands. Stored as the lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStatus {
+    /// Signed and stored, not handed to a connection yet.
+    Pending,
+    /// Queued on the agent's connection; no result yet.
+    Delivered,
+    Succeeded,
+    Failed,
+    /// Control refused it; nothing ran (the error says why).
+    Rejected,
+    /// Expired before it was ever delivered, so it never ran.
+    Expired,
+}
+
+impl CommandStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandStatus::Pending => "pending",
+            CommandStatus::Delivered => "delivered",
+            CommandStatus::Succeeded => "succeeded",
+            CommandStatus::Failed => "failed",
+            CommandStatus::Rejected => "rejected",
+            CommandStatus::Expired => "expired",
+        }
+    }
+
+    /// True once the agent's result is in.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CommandStatus::Succeeded | CommandStatus::Failed | CommandStatus::Rejected
+        )
+    }
+}
+
+impl std::str::FromStr for CommandStatus {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "pending" => Ok(CommandStatus::Pending),
+            "delivered" => Ok(CommandStatus::Delivered),
+            "succeeded" => Ok(CommandStatus::Succeeded),
+            "failed" => Ok(CommandStatus::Failed),
+            "rejected" => Ok(CommandStatus::Rejected),
+            "expired" => Ok(CommandStatus::Expired),
+            other => Err(format!("unknown command status {other:?}")),
+        }
+    }
+}
+
+/// A signed command to store, before anything was sent.
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    /// A UUID, also the id inside the signed command.
+    pub id: String,
+    pub host_id: String,
+    /// `ping`, `restart_service` or `refresh_inventory`.
+    pub kind: String,
+    /// The request as JSON, e.g. `{"type":"restart_service","unit":"nginx.service"}`.
+    pub payload: serde_json::Value,
+    /// `user:<name>` or `api-token:<id>`.
+    pub requested_by: String,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+    /// The encoded `Command`, exactly as signed.
+    pub command_bytes: Vec<u8>,
+    /// The Ed25519 signature over the context and `command_bytes`.
+    pub signature: Vec<u8>,
+}
+
+/// A stored command and, once it arrived, its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRow {
+    pub id: String,
+    pub host_id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub requested_by: String,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+    pub command_bytes: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub status: CommandStatus,
+    pub delivered_at: Option<Millis>,
+    pub exit_code: Option<i32>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    /// The agent's clock.
+    pub started_at: Option<Millis>,
+    /// The agent's clock.
+    pub finished_at: Option<Millis>,
+    /// The backend's clock when the result was stored.
+    pub result_received_at: Option<Millis>,
+}
+
 /// The check applied to a token inside the enrollment transaction.
 /// Arguments: the token, enrollments with it in the last 24 hours, now.
 pub type TokenCheck = fn(&EnrollmentToken, u32, Millis) -> std::result::Result<(), EnrollRefusal>;
@@ -308,7 +412,9 @@ pub trait Store: Send + Sync + 'static {
     async fn host_seen(&self, id: &str, now: Millis, transport: &str) -> Result<()>;
     /// Stores records idempotently on (host, seq) in one transaction and
     /// applies their content (facts update the host, metrics are appended,
-    /// agent health replaces the previous report). Returns the host's
+    /// agent health replaces the previous report, a command result completes
+    /// the host's command of that id if it has none yet; a result matching
+    /// no command of this host is audited instead). Returns the host's
     /// stored-up-to sequence afterwards.
     async fn store_records(
         &self,
@@ -334,4 +440,32 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>>;
     /// Recomputes the hash chain; `Ok(None)` if intact, else the id of the first bad row.
     async fn verify_audit_chain(&self) -> Result<Option<i64>>;
+
+    /// Records the agent's count of records its spool dropped because it
+    /// was full (sent in every hello).
+    async fn set_spool_dropped(&self, host_id: &str, total: u64) -> Result<()>;
+
+    // Commands
+
+    /// Stores a new command (pending) and appends `audit` to the audit log
+    /// in the same transaction: both or neither. Returns the stored row.
+    async fn create_command(&self, command: NewCommand, audit: NewAuditEvent)
+    -> Result<CommandRow>;
+    async fn command(&self, id: &str) -> Result<Option<CommandRow>>;
+    /// A host's commands, newest first, at most `limit`.
+    async fn host_commands(&self, host_id: &str, limit: u32) -> Result<Vec<CommandRow>>;
+    /// First marks the host's commands that were never delivered and have
+    /// expired at `now` as expired; then returns the ones to (re)deliver:
+    /// pending or delivered without a result (a delivery may have been lost
+    /// with its connection; control never runs an id twice), unexpired at
+    /// `now`, oldest first, at most `limit`.
+    async fn commands_to_deliver(
+        &self,
+        host_id: &str,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<CommandRow>>;
+    /// Records that the command was handed to its agent's connection: a
+    /// pending command becomes delivered; the first delivery time is kept.
+    async fn command_delivered(&self, id: &str, now: Millis) -> Result<()>;
 }

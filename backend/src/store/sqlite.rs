@@ -25,9 +25,9 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApiToken, AuditEvent, EnrollRefusal, EnrollmentToken, FilesystemRow, Host, MetricsRow, Millis,
-    NetworkRow, NewAuditEvent, NewHost, NewSession, NewUser, Result, Role, Session, Store,
-    StoreError, TokenCheck, User,
+    ApiToken, AuditEvent, CommandRow, CommandStatus, EnrollRefusal, EnrollmentToken, FilesystemRow,
+    Host, MetricsRow, Millis, NetworkRow, NewAuditEvent, NewCommand, NewHost, NewSession, NewUser,
+    Result, Role, Session, Store, StoreError, TokenCheck, User,
 };
 
 /// How long a statement waits for another connection's (or process's) lock
@@ -51,10 +51,20 @@ struct Migration {
 
 /// Every migration this build knows, in order. Versions only grow; a file,
 /// once released, is never edited (add a new one instead).
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../../migrations/sqlite/0002_commands.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("../../migrations/sqlite/0003_spool_dropped.sql"),
+    },
+];
 
 /// The SQLite store.
 ///
@@ -373,7 +383,8 @@ fn enrollment_token_from_row(row: &Row<'_>) -> rusqlite::Result<EnrollmentToken>
 
 const HOST_COLUMNS: &str = "id, hostname, host_group, os_pretty_name, os_id, os_version_id, kernel_release, \
                             architecture, cpu_count, memory_total_bytes, enrolled_at, enrolled_from, cert_sha256, \
-                            last_seen, last_transport, stored_up_to_seq, agent_health, revoked_at";
+                            last_seen, last_transport, stored_up_to_seq, agent_health, revoked_at, \
+                            spool_dropped_total";
 
 fn host_from_row(row: &Row<'_>) -> rusqlite::Result<Host> {
     let agent_health: Option<String> = row.get(16)?;
@@ -398,6 +409,7 @@ fn host_from_row(row: &Row<'_>) -> rusqlite::Result<Host> {
             .map(|text| json_column(16, &text))
             .transpose()?,
         revoked_at: row.get(17)?,
+        spool_dropped_total: row.get(18)?,
     })
 }
 
@@ -497,6 +509,7 @@ fn apply_record_body(
     tx: &Transaction<'_>,
     host_id: &str,
     seq: i64,
+    received_at: Millis,
     body: &RecordBody,
 ) -> Result<()> {
     match body {
@@ -505,9 +518,9 @@ fn apply_record_body(
         // the first time after a newer one) leaves them alone.
         RecordBody::Facts(facts) => apply_facts(tx, host_id, seq, facts),
         RecordBody::Metrics(m) => insert_metrics(tx, host_id, seq, m),
-        // Command results are kept in the ledger (host_records) only until
-        // the commands table lands with the signed-commands work.
-        RecordBody::CommandResult(_) => Ok(()),
+        RecordBody::CommandResult(result) => {
+            apply_command_result(tx, host_id, seq, received_at, result)
+        }
         RecordBody::AgentHealth(health) => {
             let json = AgentHealthJson {
                 children: health
@@ -643,7 +656,7 @@ fn store_records_tx(
             )
             .ctx("store records: inserting into host_records")?;
         if inserted == 1 {
-            apply_record_body(&tx, host_id, seq, &record.body)?;
+            apply_record_body(&tx, host_id, seq, received_at, &record.body)?;
         }
         up_to = up_to.max(record.seq);
     }
@@ -656,6 +669,240 @@ fn store_records_tx(
     }
     tx.commit().ctx("store records: commit")?;
     Ok(up_to)
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+const COMMAND_COLUMNS: &str = "id, host_id, type, payload, requested_by, source_ip, user_agent, issued_at, \
+                               expires_at, command_bytes, signature, status, delivered_at, exit_code, output, \
+                               error, started_at, finished_at, result_received_at";
+
+fn command_from_row(row: &Row<'_>) -> rusqlite::Result<CommandRow> {
+    let payload: String = row.get(3)?;
+    let status: String = row.get(11)?;
+    Ok(CommandRow {
+        id: row.get(0)?,
+        host_id: row.get(1)?,
+        kind: row.get(2)?,
+        payload: json_column(3, &payload)?,
+        requested_by: row.get(4)?,
+        source_ip: row.get(5)?,
+        user_agent: row.get(6)?,
+        issued_at: row.get(7)?,
+        expires_at: row.get(8)?,
+        command_bytes: row.get(9)?,
+        signature: row.get(10)?,
+        status: parse_column(11, &status, str::parse::<CommandStatus>)?,
+        delivered_at: row.get(12)?,
+        exit_code: row.get(13)?,
+        output: row.get(14)?,
+        error: row.get(15)?,
+        started_at: row.get(16)?,
+        finished_at: row.get(17)?,
+        result_received_at: row.get(18)?,
+    })
+}
+
+fn load_command(conn: &Connection, id: &str) -> Result<Option<CommandRow>> {
+    conn.query_row(
+        &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1"),
+        [id],
+        command_from_row,
+    )
+    .optional()
+    .ctx("loading command")
+}
+
+fn create_command_tx(
+    conn: &mut Connection,
+    command: NewCommand,
+    audit: NewAuditEvent,
+) -> Result<CommandRow> {
+    let payload =
+        serde_json::to_string(&command.payload).map_err(|e| json_err("command payload", e))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx("create command: begin")?;
+    tx.execute(
+        "INSERT INTO commands (id, host_id, type, payload, requested_by, source_ip, user_agent, issued_at,
+                               expires_at, command_bytes, signature, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending')",
+        params![
+            command.id,
+            command.host_id,
+            command.kind,
+            payload,
+            command.requested_by,
+            command.source_ip,
+            command.user_agent,
+            command.issued_at,
+            command.expires_at,
+            command.command_bytes,
+            command.signature,
+        ],
+    )
+    .ctx_conflict("create command", || format!("command {:?}", command.id))?;
+    insert_audit(&tx, audit)?;
+    let created = load_command(&tx, &command.id)?.ok_or_else(|| {
+        StoreError::Database(format!(
+            "create command: command {:?} vanished after insert",
+            command.id
+        ))
+    })?;
+    tx.commit().ctx("create command: commit")?;
+    Ok(created)
+}
+
+fn commands_to_deliver_tx(
+    conn: &mut Connection,
+    host_id: &str,
+    now: Millis,
+    limit: u32,
+) -> Result<Vec<CommandRow>> {
+    const OP: &str = "commands to deliver";
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx(OP)?;
+    tx.execute(
+        "UPDATE commands SET status = 'expired' WHERE host_id = ?1 AND status = 'pending' AND expires_at <= ?2",
+        params![host_id, now],
+    )
+    .ctx(OP)?;
+    let rows = {
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands
+                 WHERE host_id = ?1 AND status IN ('pending', 'delivered') AND expires_at > ?2
+                 ORDER BY issued_at, id LIMIT ?3"
+            ))
+            .ctx(OP)?;
+        let rows = stmt
+            .query_map(params![host_id, now, limit], command_from_row)
+            .ctx(OP)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().ctx(OP)?
+    };
+    tx.commit().ctx(OP)?;
+    Ok(rows)
+}
+
+/// The stored name of a result's status; `None` for one a result cannot
+/// have (the decoder already refuses those).
+fn result_status(status: i32) -> Option<CommandStatus> {
+    match pb::CommandStatus::try_from(status).ok()? {
+        pb::CommandStatus::Succeeded => Some(CommandStatus::Succeeded),
+        pb::CommandStatus::Failed => Some(CommandStatus::Failed),
+        pb::CommandStatus::Rejected => Some(CommandStatus::Rejected),
+        pb::CommandStatus::Unspecified => None,
+    }
+}
+
+/// Completes the host's command named by `result`, once: a result for a
+/// command that already has one (a redelivered command that control refused
+/// as a replay, after the first delivery's result) changes nothing. A result
+/// that matches no command *of this host* (another host's command id, an
+/// unknown id, or no id: control refused something it could not verify) is
+/// appended to the audit log instead, because it means something on the
+/// agent handed control a command the backend did not send to it.
+fn apply_command_result(
+    tx: &Transaction<'_>,
+    host_id: &str,
+    seq: i64,
+    received_at: Millis,
+    result: &pb::CommandResult,
+) -> Result<()> {
+    let Some(status) = result_status(result.status) else {
+        // The decoder refuses these; were one stored anyway, failing the
+        // batch would make the agent resend it forever, so it is skipped.
+        tracing::warn!(
+            host_id,
+            status = result.status,
+            "ignoring a command result without a status"
+        );
+        return Ok(());
+    };
+    let updated = if result.command_id.is_empty() {
+        0
+    } else {
+        tx.execute(
+            "UPDATE commands SET status = ?3, exit_code = ?4, output = ?5, error = ?6, started_at = ?7,
+                                 finished_at = ?8, result_received_at = ?9, result_seq = ?10
+             WHERE id = ?1 AND host_id = ?2 AND status IN ('pending', 'delivered', 'expired')",
+            params![
+                result.command_id,
+                host_id,
+                status.as_str(),
+                result.exit_code,
+                result.output,
+                non_empty(&result.error),
+                result.started_at_unix_ms,
+                result.finished_at_unix_ms,
+                received_at,
+                seq,
+            ],
+        )
+        .ctx("storing a command result")?
+    };
+    if updated > 0 {
+        return Ok(());
+    }
+    let known = if result.command_id.is_empty() {
+        false
+    } else {
+        tx.query_row(
+            "SELECT 1 FROM commands WHERE id = ?1 AND host_id = ?2",
+            params![result.command_id, host_id],
+            |_| Ok(()),
+        )
+        .optional()
+        .ctx("storing a command result")?
+        .is_some()
+    };
+    if known {
+        tracing::info!(
+            host_id,
+            command_id = %result.command_id,
+            status = status.as_str(),
+            error = %result.error,
+            "ignoring a further result for a command that already has one"
+        );
+        return Ok(());
+    }
+    let action = if result.command_id.is_empty() {
+        "command.refused_unverified"
+    } else {
+        "command.unmatched_result"
+    };
+    tracing::warn!(
+        host_id,
+        command_id = %result.command_id,
+        status = status.as_str(),
+        error = %result.error,
+        "the agent reported a result for a command this backend did not send it"
+    );
+    insert_audit(
+        tx,
+        NewAuditEvent {
+            at: received_at,
+            actor: format!("agent:{host_id}"),
+            action: action.into(),
+            target: Some(host_id.to_owned()),
+            source_ip: None,
+            user_agent: None,
+            outcome: if status == CommandStatus::Rejected {
+                "denied".into()
+            } else {
+                "failure".into()
+            },
+            details: serde_json::json!({
+                "command_id": result.command_id,
+                "status": status.as_str(),
+                "error": result.error,
+                "record_seq": seq,
+            }),
+        },
+    )?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -749,13 +996,22 @@ fn audit_hash(prev_hash: &str, row: &CanonicalAuditRow<'_>) -> Result<String> {
 }
 
 fn append_audit_tx(conn: &mut Connection, event: NewAuditEvent) -> Result<AuditEvent> {
-    let details =
-        serde_json::to_string(&event.details).map_err(|e| json_err("audit details", e))?;
     // IMMEDIATE: the previous hash and the next id must still be the last
     // ones when this row is inserted, even with another process appending.
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .ctx("append audit: begin")?;
+    let appended = insert_audit(&tx, event)?;
+    tx.commit().ctx("append audit: commit")?;
+    Ok(appended)
+}
+
+/// Appends `event` to the audit log inside `tx`, which must hold the write
+/// lock (an IMMEDIATE transaction), so the chain's last row cannot change
+/// under it.
+fn insert_audit(tx: &Transaction<'_>, event: NewAuditEvent) -> Result<AuditEvent> {
+    let details =
+        serde_json::to_string(&event.details).map_err(|e| json_err("audit details", e))?;
     let last: Option<(i64, String)> = tx
         .query_row(
             "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
@@ -801,7 +1057,6 @@ fn append_audit_tx(conn: &mut Connection, event: NewAuditEvent) -> Result<AuditE
         ],
     )
     .ctx("append audit: insert")?;
-    tx.commit().ctx("append audit: commit")?;
     Ok(AuditEvent {
         id,
         at: event.at,
@@ -1256,6 +1511,88 @@ impl Store for SqliteStore {
     async fn verify_audit_chain(&self) -> Result<Option<i64>> {
         self.run("verify audit chain", move |conn| {
             verify_audit_chain_sync(conn)
+        })
+        .await
+    }
+
+    async fn set_spool_dropped(&self, host_id: &str, total: u64) -> Result<()> {
+        let id = host_id.to_owned();
+        self.run("record spool drops", move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE hosts SET spool_dropped_total = ?2 WHERE id = ?1",
+                    params![id, counter_to_sql(total)],
+                )
+                .ctx("record spool drops")?;
+            if changed == 0 {
+                return Err(StoreError::Database(format!(
+                    "record spool drops: no host with id {id:?}"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_command(
+        &self,
+        command: NewCommand,
+        audit: NewAuditEvent,
+    ) -> Result<CommandRow> {
+        self.run("create command", move |conn| {
+            create_command_tx(conn, command, audit)
+        })
+        .await
+    }
+
+    async fn command(&self, id: &str) -> Result<Option<CommandRow>> {
+        let id = id.to_owned();
+        self.run("load command", move |conn| load_command(conn, &id))
+            .await
+    }
+
+    async fn host_commands(&self, host_id: &str, limit: u32) -> Result<Vec<CommandRow>> {
+        let host_id = host_id.to_owned();
+        self.run("list host commands", move |conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE host_id = ?1
+                     ORDER BY issued_at DESC, id DESC LIMIT ?2"
+                ))
+                .ctx("list host commands")?;
+            let rows = stmt
+                .query_map(params![host_id, limit], command_from_row)
+                .ctx("list host commands")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .ctx("list host commands")
+        })
+        .await
+    }
+
+    async fn commands_to_deliver(
+        &self,
+        host_id: &str,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<CommandRow>> {
+        let host_id = host_id.to_owned();
+        self.run("commands to deliver", move |conn| {
+            commands_to_deliver_tx(conn, &host_id, now, limit)
+        })
+        .await
+    }
+
+    async fn command_delivered(&self, id: &str, now: Millis) -> Result<()> {
+        let id = id.to_owned();
+        self.run("mark command delivered", move |conn| {
+            conn.execute(
+                "UPDATE commands SET status = CASE WHEN status = 'pending' THEN 'delivered' ELSE status END,
+                                     delivered_at = COALESCE(delivered_at, ?2)
+                 WHERE id = ?1",
+                params![id, now],
+            )
+            .ctx("mark command delivered")?;
+            Ok(())
         })
         .await
     }
@@ -2041,6 +2378,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_agents_spool_drop_count_is_stored_on_the_host() {
+        let s = store_with_host("h1").await;
+        assert_eq!(s.host("h1").await.unwrap().unwrap().spool_dropped_total, 0);
+        s.set_spool_dropped("h1", 42).await.unwrap();
+        assert_eq!(s.host("h1").await.unwrap().unwrap().spool_dropped_total, 42);
+        s.set_spool_dropped("h1", u64::MAX).await.unwrap();
+        assert_eq!(
+            s.list_hosts().await.unwrap()[0].spool_dropped_total,
+            i64::MAX as u64,
+            "clamped to the storable range"
+        );
+        let err = s.set_spool_dropped("stranger", 1).await.unwrap_err();
+        assert!(err.to_string().contains("stranger"), "{err}");
+    }
+
+    #[tokio::test]
     async fn out_of_range_values() {
         let s = store_with_host("h1").await;
         // Counters above i64::MAX are clamped.
@@ -2299,5 +2652,261 @@ mod tests {
         }
         assert_eq!(a.verify_audit_chain().await.unwrap(), None);
         assert_eq!(b.audit_events(100).await.unwrap().len(), 50);
+    }
+
+    // --- commands -----------------------------------------------------------
+
+    fn new_command(id: &str, host_id: &str, issued_at: Millis) -> NewCommand {
+        NewCommand {
+            id: id.into(),
+            host_id: host_id.into(),
+            kind: "restart_service".into(),
+            payload: serde_json::json!({ "type": "restart_service", "unit": "nginx.service" }),
+            requested_by: "user:alice".into(),
+            source_ip: Some("192.0.2.7".into()),
+            user_agent: Some("curl/8".into()),
+            issued_at,
+            expires_at: issued_at + 5 * 60_000,
+            command_bytes: vec![1, 2, 3],
+            signature: vec![9; 64],
+        }
+    }
+
+    fn command_audit(id: &str) -> NewAuditEvent {
+        NewAuditEvent {
+            at: T0,
+            actor: "user:alice".into(),
+            action: "command.create".into(),
+            target: Some("h1".into()),
+            source_ip: None,
+            user_agent: None,
+            outcome: "success".into(),
+            details: serde_json::json!({ "command_id": id }),
+        }
+    }
+
+    fn result(id: &str, status: pb::CommandStatus, output: &str) -> RecordBody {
+        RecordBody::CommandResult(pb::CommandResult {
+            command_id: id.into(),
+            status: status as i32,
+            exit_code: if status == pb::CommandStatus::Failed {
+                5
+            } else {
+                0
+            },
+            output: output.into(),
+            started_at_unix_ms: T0 + 10,
+            finished_at_unix_ms: T0 + 20,
+            error: if status == pb::CommandStatus::Rejected {
+                "replay: seen before".into()
+            } else {
+                String::new()
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn a_command_and_its_audit_row_are_stored_together() {
+        let s = store_with_host("h1").await;
+        let row = s
+            .create_command(new_command("c1", "h1", T0), command_audit("c1"))
+            .await
+            .unwrap();
+        assert_eq!(row.status, CommandStatus::Pending);
+        assert_eq!(row.command_bytes, vec![1, 2, 3]);
+        assert_eq!(row.payload["unit"], "nginx.service");
+        assert_eq!(s.command("c1").await.unwrap(), Some(row));
+        assert_eq!(
+            s.audit_events(10).await.unwrap()[0].action,
+            "command.create"
+        );
+
+        // A duplicate id is a conflict, and its audit row is not written.
+        let err = s
+            .create_command(new_command("c1", "h1", T0), command_audit("c1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        assert_eq!(s.audit_events(10).await.unwrap().len(), 1);
+        // A command for a host that does not exist is refused.
+        assert!(
+            s.create_command(new_command("c2", "nobody", T0), command_audit("c2"))
+                .await
+                .is_err()
+        );
+        assert_eq!(s.verify_audit_chain().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn delivery_takes_pending_and_undelivered_and_expires_the_never_sent() {
+        let s = store_with_host("h1").await;
+        for (id, at) in [("old", T0 - 10 * 60_000), ("a", T0), ("b", T0 + 1)] {
+            s.create_command(new_command(id, "h1", at), command_audit(id))
+                .await
+                .unwrap();
+        }
+        let due = s.commands_to_deliver("h1", T0 + 2, 10).await.unwrap();
+        let ids: Vec<_> = due.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "oldest first, the expired one left out");
+        assert_eq!(
+            s.command("old").await.unwrap().unwrap().status,
+            CommandStatus::Expired
+        );
+
+        s.command_delivered("a", T0 + 3).await.unwrap();
+        s.command_delivered("a", T0 + 4).await.unwrap();
+        let a = s.command("a").await.unwrap().unwrap();
+        assert_eq!(a.status, CommandStatus::Delivered);
+        assert_eq!(a.delivered_at, Some(T0 + 3), "the first delivery is kept");
+        // Delivered without a result: delivered again at the next connection.
+        let ids: Vec<_> = s
+            .commands_to_deliver("h1", T0 + 5, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        // A delivered command past its expiry stays delivered (it may have
+        // run; its result may still come) but is not sent again.
+        let later = s
+            .commands_to_deliver("h1", T0 + 6 * 60_000, 10)
+            .await
+            .unwrap();
+        assert!(later.is_empty());
+        assert_eq!(
+            s.command("a").await.unwrap().unwrap().status,
+            CommandStatus::Delivered
+        );
+        assert_eq!(
+            s.command("b").await.unwrap().unwrap().status,
+            CommandStatus::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_result_completes_a_command_once() {
+        let s = store_with_host("h1").await;
+        s.create_command(new_command("c1", "h1", T0), command_audit("c1"))
+            .await
+            .unwrap();
+        s.command_delivered("c1", T0 + 1).await.unwrap();
+        s.store_records(
+            "h1",
+            T0 + 50,
+            &[rec(
+                1,
+                result("c1", pb::CommandStatus::Failed, "no such unit"),
+            )],
+        )
+        .await
+        .unwrap();
+        let c = s.command("c1").await.unwrap().unwrap();
+        assert_eq!(c.status, CommandStatus::Failed);
+        assert_eq!(c.exit_code, Some(5));
+        assert_eq!(c.output.as_deref(), Some("no such unit"));
+        assert_eq!(c.error, None);
+        assert_eq!(
+            (c.started_at, c.finished_at),
+            (Some(T0 + 10), Some(T0 + 20))
+        );
+        assert_eq!(c.result_received_at, Some(T0 + 50));
+
+        // The same record again, and a later replay refusal of a
+        // redelivery: neither changes the stored result.
+        s.store_records(
+            "h1",
+            T0 + 60,
+            &[
+                rec(1, result("c1", pb::CommandStatus::Succeeded, "")),
+                rec(2, result("c1", pb::CommandStatus::Rejected, "")),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.command("c1").await.unwrap().unwrap(), c);
+        assert_eq!(
+            s.audit_events(10).await.unwrap().len(),
+            1,
+            "nothing to audit"
+        );
+    }
+
+    #[tokio::test]
+    async fn results_that_match_no_command_of_the_host_are_audited_not_applied() {
+        let s = store_with_host("h1").await;
+        s.enroll_host(
+            "0123456789abcdef",
+            T0,
+            accept_all,
+            new_host("h2", "0123456789abcdef"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        s.create_command(new_command("for-h2", "h2", T0), command_audit("for-h2"))
+            .await
+            .unwrap();
+        // h1 reports a result for h2's command, one for an unknown id, and a
+        // refusal of something control could not verify.
+        s.store_records(
+            "h1",
+            T0 + 50,
+            &[
+                rec(1, result("for-h2", pb::CommandStatus::Succeeded, "owned")),
+                rec(2, result("nope", pb::CommandStatus::Failed, "")),
+                rec(3, result("", pb::CommandStatus::Rejected, "")),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.command("for-h2").await.unwrap().unwrap().status,
+            CommandStatus::Pending,
+            "another host cannot complete h2's command"
+        );
+        let events = s.audit_events(10).await.unwrap();
+        let actions: Vec<_> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "command.refused_unverified",
+                "command.unmatched_result",
+                "command.unmatched_result",
+                "command.create"
+            ]
+        );
+        assert_eq!(events[0].actor, "agent:h1");
+        assert_eq!(events[0].outcome, "denied");
+        assert_eq!(events[2].details["command_id"], "for-h2");
+        // Stored idempotently: the same records again audit nothing more.
+        s.store_records(
+            "h1",
+            T0 + 60,
+            &[rec(3, result("", pb::CommandStatus::Rejected, ""))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.audit_events(10).await.unwrap().len(), 4);
+        assert_eq!(s.verify_audit_chain().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_hosts_commands_list_newest_first() {
+        let s = store_with_host("h1").await;
+        for (id, at) in [("a", T0), ("c", T0 + 2), ("b", T0 + 1)] {
+            s.create_command(new_command(id, "h1", at), command_audit(id))
+                .await
+                .unwrap();
+        }
+        let ids: Vec<_> = s
+            .host_commands("h1", 2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["c", "b"]);
+        assert!(s.host_commands("h2", 10).await.unwrap().is_empty());
     }
 }

@@ -44,8 +44,12 @@ pub(super) struct HostJson {
     /// `quic` or `wss`: the live transport if online, else the last known.
     transport: Option<String>,
     connected_since: Option<String>,
+    /// Whether the live QUIC connection resumed with 0-RTT.
+    zero_rtt: bool,
     enrolled_at: Option<String>,
     agent_health: Option<serde_json::Value>,
+    /// Records the agent's spool dropped because it was full, as last reported.
+    spool_dropped_total: u64,
     metrics: Option<MetricsJson>,
 }
 
@@ -103,6 +107,7 @@ async fn host_json(state: &AppState, host: Host) -> Result<HostJson, WebError> {
     };
     Ok(HostJson {
         online: connection.is_some(),
+        zero_rtt: connection.as_ref().is_some_and(|c| c.zero_rtt),
         connected_since: connection.and_then(|c| format::rfc3339(c.connected_at)),
         transport,
         last_seen: host.last_seen.and_then(format::rfc3339),
@@ -119,6 +124,7 @@ async fn host_json(state: &AppState, host: Host) -> Result<HostJson, WebError> {
         memory_total_bytes: host.memory_total_bytes,
         host_group: host.host_group,
         agent_health: host.agent_health,
+        spool_dropped_total: host.spool_dropped_total,
     })
 }
 

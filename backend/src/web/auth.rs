@@ -28,7 +28,7 @@ use super::error::WebError;
 use super::{RequestId, html};
 use crate::secrets;
 use crate::state::AppState;
-use crate::store::{Millis, NewAuditEvent, NewSession, User};
+use crate::store::{Millis, NewAuditEvent, NewSession, Role, User};
 
 /// `__Host-`: the browser accepts it only with `Secure`, `Path=/` and no
 /// `Domain`, so no other host or plain-HTTP page can plant or read it.
@@ -205,8 +205,10 @@ impl FromRequestParts<AppState> for UiUser {
 #[derive(Debug, Clone)]
 pub(super) struct ApiCaller {
     /// As the audit log names it: `user:<name>` or `api-token:<id>`.
-    #[allow(dead_code, reason = "read by the first audited API action")]
     pub actor: String,
+    /// What the caller may do. API tokens are not scoped yet (scopes come
+    /// with RBAC), so a token acts as an admin.
+    pub role: Role,
 }
 
 impl FromRequestParts<AppState> for ApiCaller {
@@ -229,6 +231,7 @@ impl FromRequestParts<AppState> for ApiCaller {
         let SessionUser { user } = session.ok_or(WebError::Unauthorized)?;
         Ok(ApiCaller {
             actor: format!("user:{}", user.username),
+            role: user.role,
         })
     }
 }
@@ -252,7 +255,10 @@ async fn api_token_caller(state: &AppState, token: &str) -> Result<Option<ApiCal
     }
     let actor = format!("api-token:{}", stored.id);
     record_actor(&actor);
-    Ok(Some(ApiCaller { actor }))
+    Ok(Some(ApiCaller {
+        actor,
+        role: Role::Admin,
+    }))
 }
 
 // ---------------------------------------------------------------------------

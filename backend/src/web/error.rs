@@ -15,12 +15,18 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
+    /// The message is shown to the client: it must say what is wrong with
+    /// the request and never carry a secret.
+    #[error("{0}")]
+    BadRequest(String),
     #[error("authentication required")]
     Unauthorized,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
     /// The detail is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -50,19 +56,25 @@ pub(crate) struct ErrorMessage(pub Cow<'static, str>);
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
-        let (status, message) = match self {
-            WebError::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication required"),
-            WebError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
-            WebError::NotFound(message) => (StatusCode::NOT_FOUND, message),
+        let (status, message): (StatusCode, Cow<'static, str>) = match self {
+            WebError::BadRequest(message) => (StatusCode::BAD_REQUEST, Cow::Owned(message)),
+            WebError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                Cow::Borrowed("authentication required"),
+            ),
+            WebError::Forbidden(message) => (StatusCode::FORBIDDEN, Cow::Borrowed(message)),
+            WebError::NotFound(message) => (StatusCode::NOT_FOUND, Cow::Borrowed(message)),
+            WebError::Conflict(message) => (StatusCode::CONFLICT, Cow::Borrowed(message)),
             WebError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Cow::Borrowed("internal error"),
+                )
             }
         };
         let mut response = status.into_response();
-        response
-            .extensions_mut()
-            .insert(ErrorMessage(Cow::Borrowed(message)));
+        response.extensions_mut().insert(ErrorMessage(message));
         response
     }
 }

@@ -8,6 +8,7 @@
 //!   same-origin check for unsafe methods.
 //! - [`ui`]: the pages (host list, host detail).
 //! - [`api`]: the JSON API.
+//! - [`commands`]: the JSON API of signed commands to hosts.
 //! - [`error`]: the one error type handlers return; the [`envelope`]
 //!   middleware turns it into an HTML page or a JSON body carrying the
 //!   request id.
@@ -33,6 +34,7 @@ use crate::state::AppState;
 
 mod api;
 mod auth;
+mod commands;
 mod error;
 mod format;
 mod ui;
@@ -72,6 +74,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(ui::routes())
         .merge(api::routes())
+        .merge(commands::routes())
         .fallback(not_found)
         .with_state(state)
 }

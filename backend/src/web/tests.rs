@@ -317,6 +317,7 @@ async fn seed_hosts(state: &AppState, t: Millis) {
         .await
         .expect("records");
     store.host_seen(HOST_A, t, "quic").await.expect("seen");
+    store.set_spool_dropped(HOST_A, 17).await.expect("spool drops");
 }
 
 fn assert_security_headers(reply: &Reply) {
@@ -668,6 +669,7 @@ async fn host_pages_show_facts_status_and_metrics() {
         "4242",
         "Healthy",
         "seccomp+landlock",
+        "17 records lost",
         &"ab".repeat(32),
         "192.0.2.10",
         "<polyline points=",
@@ -683,6 +685,7 @@ async fn host_pages_show_facts_status_and_metrics() {
     assert_eq!(offline.status, StatusCode::OK);
     assert!(offline.body.contains("Offline"));
     assert!(offline.body.contains("No metrics received yet"));
+    assert!(!offline.body.contains("records lost"), "no drops, no warning");
 
     let missing = send(&app, get("/hosts/does-not-exist", Some(&cookie))).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
@@ -716,12 +719,14 @@ fn expected_host_a() -> Value {
         "last_seen": "2023-11-14T22:13:21.5Z",
         "transport": "wss",
         "connected_since": "2023-11-14T22:13:22Z",
+        "zero_rtt": false,
         "enrolled_at": "2023-11-14T22:13:20Z",
         "agent_health": {
             "children": [
                 { "role": "collector", "pid": 4242, "healthy": true, "restarts": 1, "sandbox": "seccomp+landlock" }
             ]
         },
+        "spool_dropped_total": 17,
         "metrics": {
             "seq": 2,
             "collected_at": "2023-11-14T22:13:21.5Z",
@@ -766,8 +771,10 @@ fn expected_host_b() -> Value {
         "last_seen": null,
         "transport": null,
         "connected_since": null,
+        "zero_rtt": false,
         "enrolled_at": "2023-11-14T22:13:20Z",
         "agent_health": null,
+        "spool_dropped_total": 0,
         "metrics": null
     })
 }

@@ -17,7 +17,7 @@ use super::format::{self, MISSING};
 use super::{RequestId, html};
 use crate::registry::Registry;
 use crate::state::AppState;
-use crate::store::{Host, MetricsRow, Millis};
+use crate::store::{CommandRow, CommandStatus, Host, MetricsRow, Millis};
 
 /// How far back the host page's charts reach.
 const CHART_WINDOW_MS: Millis = 60 * 60 * 1000;
@@ -240,6 +240,53 @@ struct AgentProcess {
     sandbox: String,
 }
 
+/// One command issued to the host, for the commands table.
+struct CommandView {
+    issued: String,
+    /// The action, with its unit for a service restart.
+    what: String,
+    requested_by: String,
+    status: &'static str,
+    /// `online` (succeeded), `bad` (failed, rejected) or `offline` (waiting, expired).
+    badge: &'static str,
+    exit_code: String,
+    finished: String,
+    output: String,
+    error: String,
+}
+
+/// How many of a host's latest commands its page lists.
+const PAGE_COMMANDS: u32 = 20;
+
+fn command_view(c: CommandRow) -> CommandView {
+    let what = match c.payload.get("unit").and_then(serde_json::Value::as_str) {
+        Some(unit) => format!("{} {unit}", c.kind),
+        None => c.kind.clone(),
+    };
+    let badge = match c.status {
+        CommandStatus::Succeeded => "online",
+        CommandStatus::Failed | CommandStatus::Rejected => "bad",
+        CommandStatus::Pending | CommandStatus::Delivered | CommandStatus::Expired => "offline",
+    };
+    CommandView {
+        issued: format::utc(c.issued_at),
+        what,
+        requested_by: c.requested_by,
+        status: c.status.as_str(),
+        badge,
+        exit_code: c
+            .exit_code
+            .filter(|_| c.status.is_final() && c.status != CommandStatus::Rejected)
+            .map_or_else(|| MISSING.to_owned(), |code| code.to_string()),
+        finished: c.finished_at.map_or_else(
+            || MISSING.to_owned(),
+            |at| format!("{} (agent clock)", format::utc(at)),
+        ),
+        output: c.output.unwrap_or_default(),
+        error: c.error.unwrap_or_default(),
+    }
+}
+
 /// A chart of a percentage over the last hour.
 struct Chart {
     label: &'static str,
@@ -259,6 +306,9 @@ struct HostPage {
     charts: Vec<Chart>,
     agent: Vec<AgentProcess>,
     agent_reported: bool,
+    commands: Vec<CommandView>,
+    /// Records the agent's spool dropped because it was full.
+    spool_dropped_total: u64,
     spark_width: f64,
     spark_height: f64,
 }
@@ -282,6 +332,7 @@ async fn host_page(
         .store
         .metrics_between(&host.id, from, now + 1, CHART_MAX_SAMPLES)
         .await?;
+    let commands = state.store.host_commands(&host.id, PAGE_COMMANDS).await?;
 
     let page = HostPage {
         layout: Layout::for_user(&user),
@@ -292,6 +343,8 @@ async fn host_page(
         charts: charts(&history, from, now),
         agent: agent_processes(host.agent_health.as_ref()),
         agent_reported: host.agent_health.is_some(),
+        commands: commands.into_iter().map(command_view).collect(),
+        spool_dropped_total: host.spool_dropped_total,
         spark_width: format::SPARK_WIDTH,
         spark_height: format::SPARK_HEIGHT,
         hostname: host.hostname,

@@ -86,6 +86,11 @@ impl Backend {
 
     /// Starts a backend on `listen` (port 0: any free port).
     pub fn start_on(data_dir: &Path, listen: SocketAddr) -> Backend {
+        Self::start_with(data_dir, &listen.to_string(), &[])
+    }
+
+    /// Starts a backend on `listen` with extra server-certificate names.
+    pub fn start_with(data_dir: &Path, listen: &str, server_names: &[&str]) -> Backend {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,7 +100,8 @@ impl Backend {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .arg("--listen")
-            .arg(listen.to_string())
+            .arg(listen)
+            .args(server_names.iter().flat_map(|n| ["--server-name", n]))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -197,6 +203,9 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- backend log (last 40 lines)\n{}", tail(&self.log(), 40));
+        }
         self.stop(true);
     }
 }
@@ -238,21 +247,27 @@ impl Agent {
 
     /// Starts the agent with the given metrics interval.
     pub fn start_with(state_dir: &Path, metrics_interval: &str) -> Agent {
+        let mut cmd = Command::new(agent_bin());
+        cmd.args([
+            "run",
+            "--metrics-interval",
+            metrics_interval,
+            "--health-interval",
+            "1s",
+            "--state-dir",
+        ])
+        .arg(state_dir);
+        Self::spawn(cmd, state_dir)
+    }
+
+    /// Starts a prepared `palisade-agent run` command, logging next to `state_dir`.
+    pub fn spawn(mut cmd: Command, state_dir: &Path) -> Agent {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(state_dir.with_extension("agent.log"))
             .expect("log file");
-        let child = Command::new(agent_bin())
-            .args([
-                "run",
-                "--metrics-interval",
-                metrics_interval,
-                "--health-interval",
-                "1s",
-                "--state-dir",
-            ])
-            .arg(state_dir)
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -270,7 +285,9 @@ impl Agent {
 
     pub fn stop(&mut self, hard: bool) {
         if let Some(mut child) = self.child.take() {
-            let kids = children_of(child.id());
+            // The launcher (as root) and the three children.
+            let mut kids = children_of(child.id());
+            kids.extend(agent_children(child.id()));
             signal(
                 child.id(),
                 if hard {
@@ -292,8 +309,17 @@ impl Agent {
     }
 }
 
+/// The last `n` lines of a log, for failure reports.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent log (last 60 lines)\n{}", tail(&self.log(), 60));
+        }
         self.stop(true);
     }
 }
@@ -308,6 +334,23 @@ pub fn wait_gone(pid: u32) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The agent's three children (collector, monitor, control) with their
+/// program names. Run as an ordinary user, the agent starts them itself;
+/// run as root, its privileged launcher (a child of the agent also named
+/// `palisade-agent`) starts them.
+pub fn agent_children(agent_pid: u32) -> Vec<(u32, String)> {
+    children_of(agent_pid)
+        .into_iter()
+        .flat_map(|(pid, name)| {
+            if name == "palisade-agent" {
+                children_of(pid)
+            } else {
+                vec![(pid, name)]
+            }
+        })
+        .collect()
 }
 
 /// Direct children of `pid` with the file names of their programs, from /proc

@@ -1,0 +1,8 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use palisade_agent_collector::procfs::parse_meminfo;
+
+fuzz_target!(|text: &str| {
+    let _ = parse_meminfo(text);
+});

@@ -1,0 +1,14 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use palisade_agent_collector::procfs::parse_net_dev;
+
+fuzz_target!(|text: &str| {
+    if let Ok(interfaces) = parse_net_dev(text) {
+        assert!(
+            interfaces
+                .iter()
+                .all(|i| !i.interface.is_empty() && i.interface != "lo")
+        );
+    }
+});

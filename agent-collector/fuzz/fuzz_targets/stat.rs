@@ -1,0 +1,10 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use palisade_agent_collector::procfs::parse_stat;
+
+fuzz_target!(|text: &str| {
+    if let Ok(stat) = parse_stat(text) {
+        assert!(stat.cpu_count > 0);
+    }
+});

@@ -1,0 +1,7 @@
+# What systemd-rpm-macros' %sysusers, %tmpfiles_create and %systemd_post do.
+systemd-sysusers /usr/lib/sysusers.d/palisade-agent.conf || :
+systemd-tmpfiles --create /usr/lib/tmpfiles.d/palisade-agent.conf || :
+if [ $1 -eq 1 ] && [ -x /usr/bin/systemctl ]; then
+    # First installation: enable the unit or not as the system's presets say.
+    systemctl --no-reload preset palisade-agent.service >/dev/null 2>&1 || :
+fi
