@@ -113,7 +113,10 @@ pub struct UplinkArgs {
 /// The uplink configuration from the stored identity, the flags and
 /// `HTTPS_PROXY`/`NO_PROXY` (used for WSS only: QUIC does not go through
 /// HTTP proxies).
-fn uplink_config(identity: &palisade_proto::pb::AgentIdentity, args: &UplinkArgs) -> anyhow::Result<UplinkConfig> {
+fn uplink_config(
+    identity: &palisade_proto::pb::AgentIdentity,
+    args: &UplinkArgs,
+) -> anyhow::Result<UplinkConfig> {
     let (host, port) = crate::tls::split_server(&identity.server)
         .with_context(|| format!("stored server {:?} is not HOST:PORT", identity.server))?;
     let tls_for = |alpn: &[u8]| {
@@ -133,7 +136,14 @@ fn uplink_config(identity: &palisade_proto::pb::AgentIdentity, args: &UplinkArgs
         tracing::info!(proxy = %format!("{}:{}", p.host, p.port), "WSS goes through an HTTP proxy");
     }
     Ok(UplinkConfig {
-        target: crate::transport::Target { server: identity.server.clone(), host, port, quic, wss_tls, proxy },
+        target: crate::transport::Target {
+            server: identity.server.clone(),
+            host,
+            port,
+            quic,
+            wss_tls,
+            proxy,
+        },
         policy: crate::uplink::PathPolicy {
             happy_eyeballs_delay: args.happy_eyeballs_delay,
             probe_initial: args.quic_probe_initial,

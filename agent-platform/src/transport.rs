@@ -47,11 +47,13 @@ pub enum TransportError {
 /// backend's, 0-RTT enabled in the TLS configuration.
 pub fn quic_client_config(mut tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, String> {
     tls.enable_early_data = true;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(crate::uplink::KEEP_ALIVE));
-    let idle = quinn::IdleTimeout::try_from(crate::uplink::IDLE_TIMEOUT).map_err(|e| e.to_string())?;
+    let idle =
+        quinn::IdleTimeout::try_from(crate::uplink::IDLE_TIMEOUT).map_err(|e| e.to_string())?;
     transport.max_idle_timeout(Some(idle));
     client.transport_config(Arc::new(transport));
     Ok(client)
@@ -70,7 +72,10 @@ impl Proxy {
     /// Parses `http://[user:pass@]host[:port][/]` (the port defaults to 80, as curl does).
     pub fn parse(url: &str) -> Result<Proxy, TransportError> {
         let bad = || TransportError::ProxySetting(url.to_owned());
-        let rest = url.strip_prefix("http://").or_else(|| (!url.contains("://")).then_some(url)).ok_or_else(bad)?;
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| (!url.contains("://")).then_some(url))
+            .ok_or_else(bad)?;
         let rest = rest.trim_end_matches('/');
         let (credentials, hostport) = match rest.rsplit_once('@') {
             Some((c, h)) => (Some(c.to_owned()), h),
@@ -81,17 +86,26 @@ impl Proxy {
             None if !hostport.is_empty() && !hostport.contains(':') => (hostport.to_owned(), 80),
             None => return Err(bad()),
         };
-        Ok(Proxy { host, port, credentials })
+        Ok(Proxy {
+            host,
+            port,
+            credentials,
+        })
     }
 
     /// The proxy to use for `host`, from `HTTPS_PROXY`/`https_proxy`,
     /// honouring `NO_PROXY`/`no_proxy` (exact names, `.suffix` and `*`).
     pub fn from_env(host: &str) -> Result<Option<Proxy>, TransportError> {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let Some(url) = get("HTTPS_PROXY").or_else(|| get("https_proxy")) else { return Ok(None) };
+        let Some(url) = get("HTTPS_PROXY").or_else(|| get("https_proxy")) else {
+            return Ok(None);
+        };
         if let Some(no) = get("NO_PROXY").or_else(|| get("no_proxy")) {
             let bypass = no.split(',').map(str::trim).any(|p| {
-                p == "*" || p == host || (p.starts_with('.') && host.ends_with(p)) || host.ends_with(&format!(".{p}"))
+                p == "*"
+                    || p == host
+                    || (p.starts_with('.') && host.ends_with(p))
+                    || host.ends_with(&format!(".{p}"))
             });
             if bypass {
                 return Ok(None);
@@ -117,7 +131,9 @@ async fn resolve(target: &Target) -> Result<SocketAddr, TransportError> {
     let mut addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
         .map_err(|_| TransportError::Resolve(target.server.clone()))?;
-    addrs.next().ok_or_else(|| TransportError::Resolve(target.server.clone()))
+    addrs
+        .next()
+        .ok_or_else(|| TransportError::Resolve(target.server.clone()))
 }
 
 /// A QUIC connection, handshake complete, with its uplink stream.
@@ -143,8 +159,13 @@ pub async fn connect_quic(
     let ep = match endpoint {
         Some(ep) if ep.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()) => ep.clone(),
         _ => {
-            let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-            let ep = quinn::Endpoint::client(bind).map_err(|e| TransportError::Io("binding a UDP socket", e))?;
+            let bind: SocketAddr = if addr.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                ([0u16; 8], 0).into()
+            };
+            let ep = quinn::Endpoint::client(bind)
+                .map_err(|e| TransportError::Io("binding a UDP socket", e))?;
             *endpoint = Some(ep.clone());
             ep
         }
@@ -162,25 +183,42 @@ pub async fn connect_quic(
                 return Err(TransportError::Quic(reason));
             }
             if accepted {
-                return Ok(QuicLink { conn, send, recv, hello_sent: true });
+                return Ok(QuicLink {
+                    conn,
+                    send,
+                    recv,
+                    hello_sent: true,
+                });
             }
             // Rejected: the stream and its data are gone; start a fresh one.
             tracing::debug!("0-RTT rejected; continuing with the completed handshake");
             let (send, recv) = conn.open_bi().await?;
-            Ok(QuicLink { conn, send, recv, hello_sent: false })
+            Ok(QuicLink {
+                conn,
+                send,
+                recv,
+                hello_sent: false,
+            })
         }
         Err(connecting) => {
             let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                 .await
                 .map_err(|_| TransportError::Timeout("connecting over QUIC"))??;
             let (send, recv) = conn.open_bi().await?;
-            Ok(QuicLink { conn, send, recv, hello_sent: false })
+            Ok(QuicLink {
+                conn,
+                send,
+                recv,
+                hello_sent: false,
+            })
         }
     }
 }
 
-pub type WssReader = StreamReader<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>, Bytes>;
-pub type WssWriter = SinkWriter<CopyToBytes<Pin<Box<dyn futures_util::Sink<Bytes, Error = std::io::Error> + Send>>>>;
+pub type WssReader =
+    StreamReader<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>, Bytes>;
+pub type WssWriter =
+    SinkWriter<CopyToBytes<Pin<Box<dyn futures_util::Sink<Bytes, Error = std::io::Error> + Send>>>>;
 
 /// Connects over WSS (through the proxy if one is set) and returns the byte
 /// stream. A task pings every 5 s and ends the stream after 15 s of silence.
@@ -215,9 +253,18 @@ async fn connect_wss_inner(target: &Target) -> Result<(WssReader, WssWriter), Tr
         .header("Connection", "Upgrade")
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-        .header("Sec-WebSocket-Protocol", std::str::from_utf8(palisade_proto::UPLINK_ALPN).unwrap_or("palisade/1"))
-        .header("User-Agent", concat!("palisade-agent/", env!("CARGO_PKG_VERSION")))
+        .header(
+            "Sec-WebSocket-Key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .header(
+            "Sec-WebSocket-Protocol",
+            std::str::from_utf8(palisade_proto::UPLINK_ALPN).unwrap_or("palisade/1"),
+        )
+        .header(
+            "User-Agent",
+            concat!("palisade-agent/", env!("CARGO_PKG_VERSION")),
+        )
         .body(())
         .map_err(|e| TransportError::WebSocket(e.to_string()))?;
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -230,11 +277,19 @@ async fn connect_wss_inner(target: &Target) -> Result<(WssReader, WssWriter), Tr
 }
 
 /// Opens a tunnel through an HTTP proxy with CONNECT.
-async fn connect_via_proxy(proxy: &Proxy, host: &str, port: u16) -> Result<tokio::net::TcpStream, TransportError> {
+async fn connect_via_proxy(
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+) -> Result<tokio::net::TcpStream, TransportError> {
     let mut tcp = tokio::net::TcpStream::connect((proxy.host.as_str(), proxy.port))
         .await
         .map_err(|e| TransportError::Io("connecting to the proxy", e))?;
-    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some(credentials) = &proxy.credentials {
         use base64::Engine;
@@ -242,7 +297,9 @@ async fn connect_via_proxy(proxy: &Proxy, host: &str, port: u16) -> Result<tokio
         request.push_str(&format!("Proxy-Authorization: Basic {encoded}\r\n"));
     }
     request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).await.map_err(|e| TransportError::Io("writing to the proxy", e))?;
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| TransportError::Io("writing to the proxy", e))?;
     // Read the response head byte-wise (at most 8 KiB) so nothing of the
     // tunnelled TLS stream is consumed.
     let mut reader = BufReader::with_capacity(1, &mut tcp);
@@ -251,10 +308,16 @@ async fn connect_via_proxy(proxy: &Proxy, host: &str, port: u16) -> Result<tokio
     let mut first = true;
     loop {
         let mut line = String::new();
-        let n = reader.read_line(&mut line).await.map_err(|e| TransportError::Io("reading from the proxy", e))?;
+        let n = reader
+            .read_line(&mut line)
+            .await
+            .map_err(|e| TransportError::Io("reading from the proxy", e))?;
         total += n;
         if n == 0 || total > 8192 {
-            return Err(TransportError::Proxy { proxy: format!("{}:{}", proxy.host, proxy.port), status: "no valid response".into() });
+            return Err(TransportError::Proxy {
+                proxy: format!("{}:{}", proxy.host, proxy.port),
+                status: "no valid response".into(),
+            });
         }
         if first {
             status = line.trim().to_owned();
@@ -263,9 +326,15 @@ async fn connect_via_proxy(proxy: &Proxy, host: &str, port: u16) -> Result<tokio
             break;
         }
     }
-    let ok = status.split_whitespace().nth(1).is_some_and(|code| code.starts_with('2'));
+    let ok = status
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.starts_with('2'));
     if !ok {
-        return Err(TransportError::Proxy { proxy: format!("{}:{}", proxy.host, proxy.port), status });
+        return Err(TransportError::Proxy {
+            proxy: format!("{}:{}", proxy.host, proxy.port),
+            status,
+        });
     }
     Ok(tcp)
 }
@@ -319,7 +388,10 @@ where
         PollSender::new(out_tx)
             .sink_map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "WSS closed")),
     );
-    (StreamReader::new(stream), SinkWriter::new(CopyToBytes::new(sink)))
+    (
+        StreamReader::new(stream),
+        SinkWriter::new(CopyToBytes::new(sink)),
+    )
 }
 
 #[cfg(test)]
@@ -330,15 +402,26 @@ mod tests {
     fn proxy_urls() {
         assert_eq!(
             Proxy::parse("http://proxy.example:3128").ok(),
-            Some(Proxy { host: "proxy.example".into(), port: 3128, credentials: None })
+            Some(Proxy {
+                host: "proxy.example".into(),
+                port: 3128,
+                credentials: None
+            })
         );
         assert_eq!(
             Proxy::parse("http://u:p@10.0.0.1:8080/").ok(),
-            Some(Proxy { host: "10.0.0.1".into(), port: 8080, credentials: Some("u:p".into()) })
+            Some(Proxy {
+                host: "10.0.0.1".into(),
+                port: 8080,
+                credentials: Some("u:p".into())
+            })
         );
         assert_eq!(Proxy::parse("proxy:3128").ok().map(|p| p.port), Some(3128));
         assert_eq!(Proxy::parse("http://proxy").ok().map(|p| p.port), Some(80));
-        assert!(Proxy::parse("https://proxy:3128").is_err(), "TLS to the proxy is not supported");
+        assert!(
+            Proxy::parse("https://proxy:3128").is_err(),
+            "TLS to the proxy is not supported"
+        );
         assert!(Proxy::parse("socks5://proxy:1080").is_err());
         assert!(Proxy::parse("http://proxy:notaport").is_err());
     }

@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::spool::Spool;
-use crate::transport::{QuicLink, Target, TransportError, WssReader, WssWriter, connect_quic, connect_wss};
+use crate::transport::{
+    QuicLink, Target, TransportError, WssReader, WssWriter, connect_quic, connect_wss,
+};
 
 /// Records in flight (sent, not yet acknowledged) at most.
 pub const WINDOW: u64 = 4096;
@@ -143,7 +145,11 @@ pub struct PathState {
 impl PathState {
     pub fn new(policy: PathPolicy) -> Self {
         let next_probe = policy.probe_initial;
-        PathState { policy, udp_broken_until: None, next_probe }
+        PathState {
+            policy,
+            udp_broken_until: None,
+            next_probe,
+        }
     }
 
     /// Whether to skip QUIC and go straight to WSS.
@@ -300,7 +306,12 @@ async fn probe_quic(
     loop {
         let delay = paths.take_probe_delay();
         tokio::time::sleep(delay).await;
-        match tokio::time::timeout(PROBE_TIMEOUT, connect_quic(&config.target, endpoint, &hello_frame(spool))).await {
+        match tokio::time::timeout(
+            PROBE_TIMEOUT,
+            connect_quic(&config.target, endpoint, &hello_frame(spool)),
+        )
+        .await
+        {
             Ok(Ok(link)) => {
                 paths.quic_works();
                 return link;
@@ -311,8 +322,17 @@ async fn probe_quic(
     }
 }
 
-async fn run_quic(link: QuicLink, spool: &Spool, events: &mpsc::Sender<UplinkEvent>) -> Result<(), UplinkError> {
-    let QuicLink { conn, send, recv, hello_sent } = link;
+async fn run_quic(
+    link: QuicLink,
+    spool: &Spool,
+    events: &mpsc::Sender<UplinkEvent>,
+) -> Result<(), UplinkError> {
+    let QuicLink {
+        conn,
+        send,
+        recv,
+        hello_sent,
+    } = link;
     if hello_sent {
         tracing::debug!("hello sent as 0-RTT data and accepted");
     }
@@ -378,7 +398,11 @@ where
     // on every connect: the backend reads the hello first and answers with
     // HelloAck, then the records. Whatever it had stored already is simply
     // stored once more (idempotent) and acknowledged.
-    let mut link = LinkState { transport, hello_acked: false, acked_up_to: 0 };
+    let mut link = LinkState {
+        transport,
+        hello_acked: false,
+        acked_up_to: 0,
+    };
     let hello_deadline = Instant::now() + HELLO_TIMEOUT;
     let mut sent_up_to: u64 = 0;
     let mut heard = Instant::now();
@@ -452,7 +476,9 @@ impl LinkState {
     ) -> Result<(), UplinkError> {
         let frame = frame.ok_or(UplinkError::Closed)??;
         match decode_downlink(&frame)? {
-            Downlink::HelloAck { stored_up_to_seq, .. } if !self.hello_acked => {
+            Downlink::HelloAck {
+                stored_up_to_seq, ..
+            } if !self.hello_acked => {
                 self.hello_acked = true;
                 spool.ack(stored_up_to_seq)?;
                 self.acked_up_to = self.acked_up_to.max(stored_up_to_seq);
@@ -462,11 +488,17 @@ impl LinkState {
                     pending = spool.len().unwrap_or(0),
                     "uplink connected"
                 );
-                let _ = events.send(UplinkEvent::Connected { transport: self.transport }).await;
+                let _ = events
+                    .send(UplinkEvent::Connected {
+                        transport: self.transport,
+                    })
+                    .await;
             }
             Downlink::HelloAck { .. } => return Err(UplinkError::Unexpected("a second hello")),
             Downlink::Refused(reason) => return Err(UplinkError::Refused(reason)),
-            _ if !self.hello_acked => return Err(UplinkError::Unexpected("a message before the hello")),
+            _ if !self.hello_acked => {
+                return Err(UplinkError::Unexpected("a message before the hello"));
+            }
             Downlink::Ack { up_to_seq } => {
                 if up_to_seq > self.acked_up_to {
                     spool.ack(up_to_seq)?;

@@ -34,7 +34,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() {
@@ -43,8 +47,15 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let runs: usize = std::env::var("PALISADE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runs: usize = std::env::var("PALISADE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut first_metrics_ms = Vec::new();
     let mut rss: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for run in 0..runs {
@@ -54,7 +65,11 @@ fn main() {
         let token = backend.token(&[]);
         let state = dir.path().join("agent");
         let out = enroll(&backend.server(), &token, &state);
-        assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "enroll: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let client = Https::new(&backend);
 
         let started = Instant::now();
@@ -65,27 +80,52 @@ fn main() {
                 if hosts.first().is_some_and(|h| !h["metrics"].is_null()) {
                     return started.elapsed();
                 }
-                assert!(started.elapsed() < Duration::from_secs(60), "no metrics within 60 s");
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "no metrics within 60 s"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });
         first_metrics_ms.push(elapsed.as_secs_f64() * 1000.0);
 
         std::thread::sleep(Duration::from_secs(5));
+        // As root the children hang under the privileged launcher (itself a
+        // child named palisade-agent); count it too.
         let mut total = rss_kib(agent.pid());
-        rss.entry("platform".into()).or_default().push(rss_kib(agent.pid()) as f64);
-        for (pid, name) in children_of(agent.pid()) {
+        rss.entry("platform".into())
+            .or_default()
+            .push(rss_kib(agent.pid()) as f64);
+        for (pid, _) in children_of(agent.pid())
+            .into_iter()
+            .filter(|(_, n)| n == "palisade-agent")
+        {
             let kib = rss_kib(pid);
             total += kib;
-            rss.entry(name.trim_start_matches("palisade-agent-").to_owned()).or_default().push(kib as f64);
+            rss.entry("launcher".into()).or_default().push(kib as f64);
         }
-        rss.entry("all four".into()).or_default().push(total as f64);
-        eprintln!("run {}: first metrics after {:.0} ms, RSS total {} KiB", run + 1, elapsed.as_secs_f64() * 1000.0, total);
+        for (pid, name) in agent_children(agent.pid()) {
+            let kib = rss_kib(pid);
+            total += kib;
+            rss.entry(name.trim_start_matches("palisade-agent-").to_owned())
+                .or_default()
+                .push(kib as f64);
+        }
+        rss.entry("all".into()).or_default().push(total as f64);
+        eprintln!(
+            "run {}: first metrics after {:.0} ms, RSS total {} KiB",
+            run + 1,
+            elapsed.as_secs_f64() * 1000.0,
+            total
+        );
         drop(agent);
         drop(backend);
     }
     println!("agent_footprint: {runs} runs, medians");
-    println!("  run -> first metrics stored: {:.0} ms", median(first_metrics_ms));
+    println!(
+        "  run -> first metrics stored: {:.0} ms",
+        median(first_metrics_ms)
+    );
     for (name, values) in rss {
         println!("  RSS {name:<10} {:>8.1} MiB", median(values) / 1024.0);
     }

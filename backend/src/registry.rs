@@ -99,7 +99,11 @@ impl Registry {
 
     /// Marks the connection `conn_id` of `agent_id` as resumed with 0-RTT.
     pub fn set_zero_rtt(&self, agent_id: &str, conn_id: u64) {
-        if let Some(c) = self.lock().get_mut(agent_id).filter(|c| c.conn_id == conn_id) {
+        if let Some(c) = self
+            .lock()
+            .get_mut(agent_id)
+            .filter(|c| c.conn_id == conn_id)
+        {
             c.zero_rtt = true;
         }
     }

@@ -112,9 +112,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pki: pki.clone(),
         config: Arc::new(config),
     };
-    let app = crate::web::with_middleware(crate::web::routes(state.clone())
+    let app = crate::web::with_middleware(
+        crate::web::routes(state.clone())
             .merge(crate::enroll::router(state.clone()))
-            .merge(crate::wss::router(state.clone())));
+            .merge(crate::wss::router(state.clone())),
+    );
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(https_tls_config(&pki)?));
 
     tracing::info!(%local, ca_pin = %hex::encode(pki.ca_pin()), "palisade-backend listening (QUIC on udp, HTTPS on tcp)");
@@ -165,9 +167,16 @@ async fn run_https(
                 }
             };
             let peer = crate::wss::PeerCertificates(Arc::new(
-                tls.get_ref().1.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default(),
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default(),
             ));
-            let service = TowerToHyperService::new(app.layer(Extension(ConnectInfo(remote))).layer(Extension(peer)));
+            let service = TowerToHyperService::new(
+                app.layer(Extension(ConnectInfo(remote)))
+                    .layer(Extension(peer)),
+            );
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()

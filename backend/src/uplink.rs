@@ -319,10 +319,22 @@ async fn quic_connection(state: &AppState, incoming: quinn::Incoming) -> Result<
     // A stream opened in 0-RTT means the server accepted the client's early data.
     if recv.is_0rtt() {
         tracing::info!(agent_id, %remote, "0-RTT resumption accepted");
-        state.registry.zero_rtt_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .registry
+            .zero_rtt_accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let zero_rtt = recv.is_0rtt();
-    let result = serve_agent(state, &agent_id, Transport::Quic, remote, zero_rtt, recv, send).await;
+    let result = serve_agent(
+        state,
+        &agent_id,
+        Transport::Quic,
+        remote,
+        zero_rtt,
+        recv,
+        send,
+    )
+    .await;
     match &result {
         Ok(()) => conn.close(0u8.into(), b"bye"),
         Err(e) => {

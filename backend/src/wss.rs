@@ -36,7 +36,9 @@ pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 pub const PATH: &str = "/api/v1/uplink";
 
 pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new().route(PATH, axum::routing::get(upgrade)).with_state(state)
+    axum::Router::new()
+        .route(PATH, axum::routing::get(upgrade))
+        .with_state(state)
 }
 
 async fn upgrade(
@@ -61,14 +63,31 @@ async fn upgrade(
         .max_message_size(palisade_proto::frame::MAX_UPLINK_FRAME + 64)
         .on_upgrade(move |socket| async move {
             let (reader, writer) = pump(socket);
-            if let Err(e) = serve_agent(&state, &agent_id, Transport::Wss, remote, false, reader, writer).await {
+            if let Err(e) = serve_agent(
+                &state,
+                &agent_id,
+                Transport::Wss,
+                remote,
+                false,
+                reader,
+                writer,
+            )
+            .await
+            {
                 tracing::warn!(agent_id, error = %e, "WSS uplink ended with an error");
             }
         })
 }
 
 type Reader = StreamReader<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>, Bytes>;
-type Writer = SinkWriter<CopyToBytes<futures_util::sink::SinkMapErr<PollSender<Bytes>, fn(tokio_util::sync::PollSendError<Bytes>) -> std::io::Error>>>;
+type Writer = SinkWriter<
+    CopyToBytes<
+        futures_util::sink::SinkMapErr<
+            PollSender<Bytes>,
+            fn(tokio_util::sync::PollSendError<Bytes>) -> std::io::Error,
+        >,
+    >,
+>;
 
 fn closed(_: tokio_util::sync::PollSendError<Bytes>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "websocket closed")
@@ -115,5 +134,8 @@ fn pump(socket: WebSocket) -> (Reader, Writer) {
     let stream = futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx)).boxed();
     let sink: futures_util::sink::SinkMapErr<PollSender<Bytes>, fn(_) -> std::io::Error> =
         PollSender::new(out_tx).sink_map_err(closed);
-    (StreamReader::new(stream), SinkWriter::new(CopyToBytes::new(sink)))
+    (
+        StreamReader::new(stream),
+        SinkWriter::new(CopyToBytes::new(sink)),
+    )
 }

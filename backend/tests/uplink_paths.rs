@@ -30,8 +30,15 @@ fn need_root(test: &str) -> bool {
 }
 
 fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A namespace for the agent, joined to the root namespace by a veth pair.
@@ -52,28 +59,72 @@ impl Netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let _ = Command::new("ip").args(["link", "del", &host_if]).output();
         sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
-        sh(&["ip", "link", "set", &ns_if, "netns", &name]);
-        sh(&["ip", "addr", "add", &format!("{subnet}.1/24"), "dev", &host_if]);
-        sh(&["ip", "link", "set", &host_if, "up"]);
-        sh(&["ip", "netns", "exec", &name, "ip", "addr", "add", &format!("{subnet}.2/24"), "dev", &ns_if]);
-        sh(&["ip", "netns", "exec", &name, "ip", "link", "set", &ns_if, "up"]);
-        sh(&["ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
-        sh(&["ip", "netns", "exec", &name, "nft", "add", "table", "inet", "paltest"]);
         sh(&[
-            "ip", "netns", "exec", &name, "nft", "add", "chain", "inet", "paltest", "out",
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        sh(&["ip", "link", "set", &ns_if, "netns", &name]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{subnet}.1/24"),
+            "dev",
+            &host_if,
+        ]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &name,
+            "ip",
+            "addr",
+            "add",
+            &format!("{subnet}.2/24"),
+            "dev",
+            &ns_if,
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &name, "ip", "link", "set", &ns_if, "up",
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up",
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &name, "nft", "add", "table", "inet", "paltest",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &name,
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "paltest",
+            "out",
             "{ type filter hook output priority 0 ; }",
         ]);
-        Netns { name, host_if, backend_ip: format!("{subnet}.1") }
+        Netns {
+            name,
+            host_if,
+            backend_ip: format!("{subnet}.1"),
+        }
     }
 
     fn block_udp(&self, port: u16) {
         let port = port.to_string();
-        sh(&["ip", "netns", "exec", &self.name, "nft", "add", "rule", "inet", "paltest", "out", "udp", "dport", &port, "drop"]);
+        sh(&[
+            "ip", "netns", "exec", &self.name, "nft", "add", "rule", "inet", "paltest", "out",
+            "udp", "dport", &port, "drop",
+        ]);
     }
 
     fn unblock_udp(&self) {
-        sh(&["ip", "netns", "exec", &self.name, "nft", "flush", "chain", "inet", "paltest", "out"]);
+        sh(&[
+            "ip", "netns", "exec", &self.name, "nft", "flush", "chain", "inet", "paltest", "out",
+        ]);
     }
 
     fn cmd(&self, program: &Path) -> Command {
@@ -85,8 +136,12 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
     }
 }
 
@@ -95,7 +150,13 @@ async fn host(client: &Https, api: &str) -> Option<serde_json::Value> {
     hosts(client, api).await.into_iter().next()
 }
 
-async fn wait_transport(client: &Https, api: &str, transport: &str, within: Duration, what: &str) -> Duration {
+async fn wait_transport(
+    client: &Https,
+    api: &str,
+    transport: &str,
+    within: Duration,
+    what: &str,
+) -> Duration {
     let start = Instant::now();
     loop {
         if let Some(h) = host(client, api).await
@@ -104,7 +165,10 @@ async fn wait_transport(client: &Https, api: &str, transport: &str, within: Dura
         {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "{what}: not online over {transport} within {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{what}: not online over {transport} within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -112,7 +176,8 @@ async fn wait_transport(client: &Https, api: &str, transport: &str, within: Dura
 /// Every record sequence the backend stored for the one host.
 async fn stored_seqs(data_dir: &Path) -> Vec<u64> {
     use palisade_backend::store::Store;
-    let store = palisade_backend::store::sqlite::SqliteStore::open(&data_dir.join("palisade.db")).expect("open store");
+    let store = palisade_backend::store::sqlite::SqliteStore::open(&data_dir.join("palisade.db"))
+        .expect("open store");
     let hosts = store.list_hosts().await.expect("hosts");
     assert_eq!(hosts.len(), 1);
     store.record_seqs(&hosts[0].id).await.expect("seqs")
@@ -125,30 +190,65 @@ async fn audit_no_loss(agent: &mut Agent, backend_dir: &Path) {
     agent.stop(false);
     let stored = stored_seqs(backend_dir).await;
     let spool = palisade_agent::spool::Spool::open(&agent.state_dir).expect("open spool");
-    let pending: Vec<u64> = spool.pending_after(0, usize::MAX).expect("pending").into_iter().map(|(s, _)| s).collect();
+    let pending: Vec<u64> = spool
+        .pending_after(0, usize::MAX)
+        .expect("pending")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     let next = spool.next_seq();
     let max_stored = stored.last().copied().unwrap_or(0);
-    assert_eq!(stored, (1..=max_stored).collect::<Vec<_>>(), "the backend's records have a gap");
+    assert_eq!(
+        stored,
+        (1..=max_stored).collect::<Vec<_>>(),
+        "the backend's records have a gap"
+    );
     let all: BTreeSet<u64> = stored.iter().chain(pending.iter()).copied().collect();
-    assert_eq!(all, (1..next).collect::<BTreeSet<_>>(), "a record was lost (stored {max_stored}, pending {pending:?}, next {next})");
-    assert!(max_stored > 10, "too few records to prove anything: {max_stored}");
+    assert_eq!(
+        all,
+        (1..next).collect::<BTreeSet<_>>(),
+        "a record was lost (stored {max_stored}, pending {pending:?}, next {next})"
+    );
+    assert!(
+        max_stored > 10,
+        "too few records to prove anything: {max_stored}"
+    );
 }
 
 fn enroll_in(ns: &Netns, server: &str, token: &str, state: &Path) {
     let out = ns
         .cmd(&agent_bin())
-        .args(["enroll", "--server", server, "--token", token, "--state-dir"])
+        .args([
+            "enroll",
+            "--server",
+            server,
+            "--token",
+            token,
+            "--state-dir",
+        ])
         .arg(state)
         .output()
         .expect("enroll runs");
-    assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn run_in(ns: &Netns, state: &Path) -> Agent {
     let mut cmd = ns.cmd(&agent_bin());
     cmd.args([
-        "run", "--metrics-interval", "1s", "--health-interval", "1s",
-        "--quic-probe-initial", "2s", "--quic-probe-max", "4s", "--state-dir",
+        "run",
+        "--metrics-interval",
+        "1s",
+        "--health-interval",
+        "1s",
+        "--quic-probe-initial",
+        "2s",
+        "--quic-probe-max",
+        "4s",
+        "--state-dir",
     ])
     .arg(state);
     Agent::spawn(cmd, state)
@@ -162,7 +262,11 @@ async fn udp_blocked_then_unblocked_then_blocked_again() {
     let ns = Netns::new(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let backend_dir = dir.path().join("backend");
-    let backend = Backend::start_with(&backend_dir, &format!("{}:0", ns.backend_ip), &[&ns.backend_ip]);
+    let backend = Backend::start_with(
+        &backend_dir,
+        &format!("{}:0", ns.backend_ip),
+        &[&ns.backend_ip],
+    );
     let api = backend.api_token();
     let token = backend.token(&[]);
     let state = dir.path().join("agent");
@@ -172,26 +276,60 @@ async fn udp_blocked_then_unblocked_then_blocked_again() {
     // UDP blocked before the agent starts: WSS within 3 s.
     ns.block_udp(backend.addr.port());
     let mut agent = run_in(&ns, &state);
-    let took = wait_transport(&client, &api, "wss", Duration::from_secs(3), "UDP blocked at start").await;
+    let took = wait_transport(
+        &client,
+        &api,
+        "wss",
+        Duration::from_secs(3),
+        "UDP blocked at start",
+    )
+    .await;
     eprintln!("UDP blocked at start: online over WSS after {took:?}");
 
     // UDP unblocked: back on QUIC within the probe interval (2 s, then 4 s; 5 s probe timeout).
     ns.unblock_udp();
-    let took = wait_transport(&client, &api, "quic", Duration::from_secs(12), "UDP unblocked").await;
+    let took = wait_transport(
+        &client,
+        &api,
+        "quic",
+        Duration::from_secs(12),
+        "UDP unblocked",
+    )
+    .await;
     eprintln!("UDP unblocked: back on QUIC after {took:?}");
 
     // UDP blocked mid-session: on WSS within 20 s (15 s idle timeout + the race).
     ns.block_udp(backend.addr.port());
-    let took = wait_transport(&client, &api, "wss", Duration::from_secs(20), "UDP blocked mid-session").await;
+    let took = wait_transport(
+        &client,
+        &api,
+        "wss",
+        Duration::from_secs(20),
+        "UDP blocked mid-session",
+    )
+    .await;
     eprintln!("UDP blocked mid-session: on WSS after {took:?}");
 
     // And back once more, now with a session ticket from the earlier QUIC
     // connection: the backend must see 0-RTT accepted.
     ns.unblock_udp();
-    wait_transport(&client, &api, "quic", Duration::from_secs(12), "UDP unblocked again").await;
+    wait_transport(
+        &client,
+        &api,
+        "quic",
+        Duration::from_secs(12),
+        "UDP unblocked again",
+    )
+    .await;
     let h = host(&client, &api).await.expect("host");
-    assert_eq!(h["zero_rtt"], true, "the reconnect should have resumed with 0-RTT: {h}");
-    assert!(backend.log().contains("0-RTT resumption accepted"), "the backend logs the accepted 0-RTT");
+    assert_eq!(
+        h["zero_rtt"], true,
+        "the reconnect should have resumed with 0-RTT: {h}"
+    );
+    assert!(
+        backend.log().contains("0-RTT resumption accepted"),
+        "the backend logs the accepted 0-RTT"
+    );
 
     audit_no_loss(&mut agent, &backend_dir).await;
 }
@@ -209,7 +347,14 @@ async fn kill_9_of_either_side_loses_nothing() {
     let client = Https::new(&backend);
 
     let mut agent = Agent::start(&state);
-    wait_transport(&client, &api, "quic", Duration::from_secs(30), "first connect").await;
+    wait_transport(
+        &client,
+        &api,
+        "quic",
+        Duration::from_secs(30),
+        "first connect",
+    )
+    .await;
     // Let a few records flow, then kill the agent mid-stream and restart it.
     eventually("a few records stored", || async {
         let h = host(&client, &api).await?;
@@ -218,14 +363,28 @@ async fn kill_9_of_either_side_loses_nothing() {
     .await;
     agent.stop(true);
     let mut agent = Agent::start(&state);
-    wait_transport(&client, &api, "quic", Duration::from_secs(30), "after agent kill -9").await;
+    wait_transport(
+        &client,
+        &api,
+        "quic",
+        Duration::from_secs(30),
+        "after agent kill -9",
+    )
+    .await;
 
     // Kill the backend mid-stream; the agent spools meanwhile and resends.
     backend.stop(true);
     tokio::time::sleep(Duration::from_secs(3)).await; // records pile up in the spool while the backend is down
     let backend = Backend::start_on(&backend_dir, addr);
     let client = Https::new(&backend);
-    wait_transport(&client, &api, "quic", Duration::from_secs(40), "after backend kill -9").await;
+    wait_transport(
+        &client,
+        &api,
+        "quic",
+        Duration::from_secs(40),
+        "after backend kill -9",
+    )
+    .await;
     eventually("records resumed after the backend restart", || async {
         let h = host(&client, &api).await?;
         (h["metrics"]["seq"].as_u64()? >= 15).then_some(())
@@ -237,9 +396,16 @@ async fn kill_9_of_either_side_loses_nothing() {
 
 /// A minimal HTTP CONNECT proxy on `bind`; returns its address and the
 /// CONNECT targets it has tunnelled.
-async fn connect_proxy(bind: &str) -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+async fn connect_proxy(
+    bind: &str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind(bind).await.expect("proxy binds");
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .expect("proxy binds");
     let addr = listener.local_addr().expect("proxy address");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -252,7 +418,11 @@ async fn connect_proxy(bind: &str) -> (std::net::SocketAddr, std::sync::Arc<std:
                 if reader.read_line(&mut line).await.is_err() {
                     return;
                 }
-                let target = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let target = line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
                 // Skip the rest of the request head.
                 loop {
                     let mut h = String::new();
@@ -262,10 +432,16 @@ async fn connect_proxy(bind: &str) -> (std::net::SocketAddr, std::sync::Arc<std:
                         Ok(_) => {}
                     }
                 }
-                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
                 log.lock().expect("lock").push(target);
                 let mut client = reader.into_inner();
-                if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -282,7 +458,11 @@ async fn wss_through_an_http_proxy() {
     }
     let ns = Netns::new(2);
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = Backend::start_with(&dir.path().join("backend"), &format!("{}:0", ns.backend_ip), &[&ns.backend_ip]);
+    let backend = Backend::start_with(
+        &dir.path().join("backend"),
+        &format!("{}:0", ns.backend_ip),
+        &[&ns.backend_ip],
+    );
     let api = backend.api_token();
     let token = backend.token(&[]);
     let state = dir.path().join("agent");
@@ -291,12 +471,24 @@ async fn wss_through_an_http_proxy() {
     // UDP is blocked, so the agent must use WSS, and with HTTPS_PROXY set, through the proxy.
     ns.block_udp(backend.addr.port());
     let mut cmd = ns.cmd(&agent_bin());
-    cmd.args(["run", "--metrics-interval", "1s", "--state-dir"]).arg(&state).env("HTTPS_PROXY", format!("http://{proxy}"));
+    cmd.args(["run", "--metrics-interval", "1s", "--state-dir"])
+        .arg(&state)
+        .env("HTTPS_PROXY", format!("http://{proxy}"));
     let _agent = Agent::spawn(cmd, &state);
     let client = Https::new(&backend);
-    wait_transport(&client, &api, "wss", Duration::from_secs(10), "WSS through the proxy").await;
+    wait_transport(
+        &client,
+        &api,
+        "wss",
+        Duration::from_secs(10),
+        "WSS through the proxy",
+    )
+    .await;
     let targets = seen.lock().expect("lock").clone();
-    assert!(targets.contains(&backend.server()), "the agent tunnelled to the backend through the proxy: {targets:?}");
+    assert!(
+        targets.contains(&backend.server()),
+        "the agent tunnelled to the backend through the proxy: {targets:?}"
+    );
     eventually("metrics through the proxy", || async {
         let h = host(&client, &api).await?;
         (!h["metrics"].is_null()).then_some(())

@@ -986,7 +986,10 @@ mod tests {
             spool_dropped_total: 12_345,
         };
         let frame: pb::UplinkFrame = Uplink::Hello(hello.clone()).into();
-        assert_eq!(decode_uplink(&encode_body(&frame)), Ok(Uplink::Hello(hello)));
+        assert_eq!(
+            decode_uplink(&encode_body(&frame)),
+            Ok(Uplink::Hello(hello))
+        );
     }
 
     #[test]

@@ -245,11 +245,12 @@ pub fn build(build: &Build) -> anyhow::Result<Artifacts> {
         std::fs::remove_dir_all(out).with_context(|| format!("cannot empty {}", out.display()))?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let rpm_staging = stage_rpm_inputs(build)?;
     let mut debs = Vec::new();
     let mut rpms = Vec::new();
     for package in PACKAGES {
         debs.push(make_deb(build, package, &version)?);
-        rpms.push(make_rpm(build, package, &version)?);
+        rpms.push(make_rpm(build, package, &version, &rpm_staging)?);
     }
     if let Some(signer) = &signer {
         heading("dist: signing the RPMs");
@@ -395,12 +396,45 @@ fn make_deb(build: &Build, package: Package, version: &str) -> anyhow::Result<Pa
     )
 }
 
-fn make_rpm(build: &Build, package: Package, version: &str) -> anyhow::Result<PathBuf> {
+/// What cargo-generate-rpm reads besides the binaries, copied and dated
+/// `SOURCE_DATE_EPOCH`: it only clamps file times to that date, so a file
+/// older in one checkout than in another would change the package. It reads
+/// the workspace manifest from its working directory and the asset paths
+/// (`packaging/...`) relative to it.
+fn stage_rpm_inputs(build: &Build) -> anyhow::Result<PathBuf> {
+    let staging = absolute(&build.target_dir)?.join("rpm-inputs");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("cannot empty {}", staging.display()))?;
+    }
+    let date = std::time::UNIX_EPOCH + std::time::Duration::from_secs(build.source_date_epoch);
+    files::copy_tree_dated(
+        &build.root.join("packaging"),
+        &staging.join("packaging"),
+        date,
+    )?;
+    files::copy_dated(
+        &build.root.join("Cargo.toml"),
+        &staging.join("Cargo.toml"),
+        date,
+    )?;
+    Ok(staging)
+}
+
+fn make_rpm(
+    build: &Build,
+    package: Package,
+    version: &str,
+    staging: &Path,
+) -> anyhow::Result<PathBuf> {
     let mut cmd = dist_cargo(build)?;
     // A directory given with -o must end in a slash to be taken as one.
-    let mut out = build.out_dir.clone().into_os_string();
+    let mut out = absolute(&build.out_dir)?.into_os_string();
     out.push("/");
-    cmd.args(["generate-rpm", "-p", package.crate_dir, "-o"])
+    cmd.current_dir(staging)
+        .args(["generate-rpm", "-p"])
+        .arg(absolute(&build.root.join(package.crate_dir))?)
+        .arg("-o")
         .arg(out);
     util::run(&mut cmd)?;
     expect_file(

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod dist;
 mod test;
 mod users;
 mod util;
@@ -19,6 +20,7 @@ usage: cargo xtask <task> [options]
 tasks:
   demo   start a backend and an enrolled agent locally; print the web UI and a login
   test   run the whole suite, as CI does
+  dist   build the signed DEB and RPM packages and APT repository into target/dist
   help   show this, or `cargo xtask help <task>`";
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn run() -> anyhow::Result<()> {
     match task.as_str() {
         "demo" => demo::run(&demo::Options::parse(rest)?).context("demo failed"),
         "test" => test::run(&test::Options::parse(rest)?).context("test failed"),
+        "dist" => dist::run(&dist::Options::parse(rest)?).context("dist failed"),
         "help" | "--help" | "-h" => help(rest.first()),
         other => bail!("unknown task {other:?}\n\n{USAGE}"),
     }
@@ -58,6 +61,7 @@ fn help(task: Option<&String>) -> anyhow::Result<()> {
     match task.map(String::as_str) {
         Some("demo") => println!("{}", demo::USAGE),
         Some("test") => println!("{}", test::USAGE),
+        Some("dist") => println!("{}", dist::USAGE),
         Some(other) if other != "help" => bail!("unknown task {other:?}\n\n{USAGE}"),
         _ => println!("{USAGE}"),
     }

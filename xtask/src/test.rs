@@ -25,15 +25,17 @@ pub enum Step {
     Build,
     Tests,
     Fuzz,
+    Packages,
 }
 
 impl Step {
-    const ALL: [Step; 5] = [
+    const ALL: [Step; 6] = [
         Step::Fmt,
         Step::Clippy,
         Step::Build,
         Step::Tests,
         Step::Fuzz,
+        Step::Packages,
     ];
 
     fn name(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Step {
             Step::Build => "build",
             Step::Tests => "tests",
             Step::Fuzz => "fuzz",
+            Step::Packages => "packages",
         }
     }
 
@@ -50,17 +53,21 @@ impl Step {
         Step::ALL
             .into_iter()
             .find(|step| step.name() == s)
-            .with_context(|| format!("unknown step {s:?} (steps: fmt, clippy, build, tests, fuzz)"))
+            .with_context(|| {
+                format!("unknown step {s:?} (steps: fmt, clippy, build, tests, fuzz, packages)")
+            })
     }
 }
 
 pub const USAGE: &str = "\
-cargo xtask test [--no-fuzz] [--only STEP[,STEP...]]
+cargo xtask test [--no-fuzz] [--no-packages] [--only STEP[,STEP...]]
 
-Runs the whole suite, as CI does: fmt, clippy, build, tests, fuzz (smoke).
-  --no-fuzz     skip the fuzz smoke test
-  --only STEP   run only these steps (repeatable or comma-separated):
-                fmt, clippy, build, tests, fuzz";
+Runs the whole suite, as CI does: fmt, clippy, build, tests, fuzz (smoke),
+packages (build, sign, install and compare the DEB/RPM packages; as root).
+  --no-fuzz      skip the fuzz smoke test
+  --no-packages  skip the packaging test (two release builds, ~20 minutes)
+  --only STEP    run only these steps (repeatable or comma-separated):
+                 fmt, clippy, build, tests, fuzz, packages";
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Options {
@@ -71,11 +78,16 @@ impl Options {
     pub fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut only = BTreeSet::new();
         let mut no_fuzz = false;
+        let mut no_packages = false;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             let value = match arg.as_str() {
                 "--no-fuzz" => {
                     no_fuzz = true;
+                    continue;
+                }
+                "--no-packages" => {
+                    no_packages = true;
                     continue;
                 }
                 "--only" => args.next().context("--only needs a step name")?.as_str(),
@@ -95,6 +107,9 @@ impl Options {
         };
         if no_fuzz {
             steps.remove(&Step::Fuzz);
+        }
+        if no_packages {
+            steps.remove(&Step::Packages);
         }
         Ok(Options { steps })
     }
@@ -127,6 +142,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             Step::Build => build(),
             Step::Tests => tests(),
             Step::Fuzz => fuzz_smoke(),
+            Step::Packages => crate::dist::check::run(),
         };
         result.with_context(|| format!("step `{}` failed", step.name()))?;
         println!(
@@ -440,13 +456,21 @@ mod tests {
     #[test]
     fn default_runs_every_step_in_order() {
         let options = Options::parse(&[]).expect("no flags is valid");
-        assert_eq!(steps(&options), ["fmt", "clippy", "build", "tests", "fuzz"]);
+        assert_eq!(
+            steps(&options),
+            ["fmt", "clippy", "build", "tests", "fuzz", "packages"]
+        );
     }
 
     #[test]
     fn developer_flags_select_steps() {
         let no_fuzz = Options::parse(&args(&["--no-fuzz"])).expect("valid");
-        assert_eq!(steps(&no_fuzz), ["fmt", "clippy", "build", "tests"]);
+        assert_eq!(
+            steps(&no_fuzz),
+            ["fmt", "clippy", "build", "tests", "packages"]
+        );
+        let quick = Options::parse(&args(&["--no-fuzz", "--no-packages"])).expect("valid");
+        assert_eq!(steps(&quick), ["fmt", "clippy", "build", "tests"]);
         let only = Options::parse(&args(&["--only", "tests,fmt", "--only=fuzz"])).expect("valid");
         assert_eq!(steps(&only), ["fmt", "tests", "fuzz"]);
         assert!(Options::parse(&args(&["--only", "lint"])).is_err());

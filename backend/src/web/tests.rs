@@ -317,7 +317,10 @@ async fn seed_hosts(state: &AppState, t: Millis) {
         .await
         .expect("records");
     store.host_seen(HOST_A, t, "quic").await.expect("seen");
-    store.set_spool_dropped(HOST_A, 17).await.expect("spool drops");
+    store
+        .set_spool_dropped(HOST_A, 17)
+        .await
+        .expect("spool drops");
 }
 
 fn assert_security_headers(reply: &Reply) {
@@ -685,7 +688,10 @@ async fn host_pages_show_facts_status_and_metrics() {
     assert_eq!(offline.status, StatusCode::OK);
     assert!(offline.body.contains("Offline"));
     assert!(offline.body.contains("No metrics received yet"));
-    assert!(!offline.body.contains("records lost"), "no drops, no warning");
+    assert!(
+        !offline.body.contains("records lost"),
+        "no drops, no warning"
+    );
 
     let missing = send(&app, get("/hosts/does-not-exist", Some(&cookie))).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);

@@ -117,6 +117,33 @@ pub fn write_sha256sums(dir: &Path, sums: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Copies the tree `from` to `to` (which must not exist), every file dated
+/// `mtime`: tools that only clamp times to `SOURCE_DATE_EPOCH` would
+/// otherwise keep the checkout's times of files older than that.
+pub fn copy_tree_dated(from: &Path, to: &Path, mtime: SystemTime) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for rel in list(from)? {
+        let (src, dst) = (from.join(&rel), to.join(&rel));
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        copy_dated(&src, &dst, mtime)?;
+    }
+    Ok(())
+}
+
+/// Copies one file and dates the copy `mtime`.
+pub fn copy_dated(from: &Path, to: &Path, mtime: SystemTime) -> anyhow::Result<()> {
+    std::fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    std::fs::File::options()
+        .write(true)
+        .open(to)
+        .and_then(|f| f.set_modified(mtime))
+        .with_context(|| format!("cannot set the time of {}", to.display()))
+}
+
 /// Copies the files of the working tree at `root` that git would commit
 /// (tracked and untracked-but-not-ignored) to `dest`. Returns how many.
 pub fn copy_source_tree(root: &Path, dest: &Path) -> anyhow::Result<usize> {
