@@ -295,6 +295,13 @@ pub fn run() -> anyhow::Result<()> {
     t.time("reproducibility", || {
         identical(&signed, &second, &mut report)
     })?;
+    // The throwaway key is worthless, but secret keys are not left lying
+    // around; nor is the second checkout's gigabyte of build output.
+    drop(keyring);
+    for done in [work.join("key"), second_checkout] {
+        std::fs::remove_dir_all(&done)
+            .with_context(|| format!("cannot remove {}", done.display()))?;
+    }
 
     heading("packaging test: passed");
     for line in &report {
