@@ -55,7 +55,8 @@ impl Netns {
         let name = format!("pal{tag}-{id}");
         let host_if = format!("pvh{tag}-{id}");
         let ns_if = format!("pvn{tag}-{id}");
-        let subnet = format!("10.231.{}", (id % 200) as u8 + tag);
+        // One /16 per tag, so two tests running at once never share a subnet.
+        let subnet = format!("10.{}.{}", 240 + u16::from(tag), id % 250);
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let _ = Command::new("ip").args(["link", "del", &host_if]).output();
         sh(&["ip", "netns", "add", &name]);
