@@ -30,19 +30,6 @@ use palisade_proto::msg::RecordBody;
 use palisade_proto::pb;
 use support::*;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn target(state: &Path, fresh_tickets: bool, cached: &mut Option<quinn::ClientConfig>) -> Target {
     let store = palisade_agent::identity::IdentityStore::open(state).expect("identity store");
     let id = store.load().expect("load").expect("enrolled");

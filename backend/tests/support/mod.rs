@@ -552,3 +552,14 @@ pub async fn hosts(client: &Https, token: &str) -> Vec<serde_json::Value> {
     assert_eq!(resp.status, 200, "GET /api/v1/hosts: {}", resp.text());
     resp.json()["hosts"].as_array().cloned().unwrap_or_default()
 }
+
+/// Median of measured values (NaN for none); benchmarks report medians.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
