@@ -1,18 +1,20 @@
 //! The `palisade-backend` command line: `serve` and the administrative
-//! commands. Administrative commands work directly on the data directory
-//! (SQLite allows them while the server runs) and are audited with actor `cli`.
-//! Secrets are printed once, on stdout alone, so scripts can capture them;
-//! everything else goes to stderr.
+//! commands. Administrative commands work directly on the database (SQLite
+//! allows them while the server runs; PostgreSQL naturally does) and are
+//! audited with actor `cli`, each change and its audit event in one
+//! transaction (the code is in each domain's `cli` module). Secrets are
+//! printed once, on stdout alone, so scripts can capture them; everything
+//! else goes to stderr.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::store::{ApiToken, EnrollmentToken, Millis, NewAuditEvent, NewUser, Role, Store};
+use crate::db::Millis;
+use crate::identity::Role;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +29,15 @@ pub struct Cli {
     /// Data directory (database, PKI); overrides the config file.
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
+    /// The database, `postgres://...` or `sqlite://PATH`; overrides the
+    /// config file's `[database] url`. Default: SQLite in the data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +55,19 @@ pub enum Command {
     /// API tokens for automation.
     #[command(subcommand, name = "api-token")]
     ApiToken(ApiTokenCommand),
+    /// Copy a whole database into an empty one (SQLite to PostgreSQL or
+    /// back), then verify the copy. Stop the backend first.
+    MigrateData(MigrateDataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateDataArgs {
+    /// The database to copy from (`sqlite://PATH` or `postgres://...`).
+    #[arg(long)]
+    pub from: String,
+    /// The empty database to copy into.
+    #[arg(long)]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]
@@ -129,28 +153,14 @@ pub fn parse_duration_ms(s: &str) -> Result<Millis, String> {
         .ok_or_else(|| format!("{s:?} is too long"))
 }
 
-fn valid_username(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
-}
-
-fn format_time(ms: Millis) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
-
 /// Loads the configuration with the command-line overrides applied.
 pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = &cli.data_dir {
         config.data_dir = dir.clone();
+    }
+    if let Some(url) = &cli.database {
+        config.database.url = Some(url.clone());
     }
     if let Command::Serve(args) = &cli.command {
         if let Some(listen) = args.listen {
@@ -165,154 +175,52 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn audit(
-    store: &Arc<dyn Store>,
-    action: &str,
-    target: Option<String>,
-    details: serde_json::Value,
-) -> anyhow::Result<()> {
-    store
-        .append_audit(NewAuditEvent {
-            at: crate::now_millis(),
-            actor: "cli".into(),
-            action: action.into(),
-            target,
-            source_ip: None,
-            user_agent: None,
-            outcome: "success".into(),
-            details,
-        })
-        .await
-        .context("cannot write the audit log")?;
-    Ok(())
-}
-
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::MigrateData(args) = &cli.command {
+        let (from, to) = (args.from.clone(), args.to.clone());
+        let report = tokio::task::spawn_blocking(move || crate::db::copy::migrate_data(&from, &to))
+            .await
+            .context("the copy task failed")??;
+        eprintln!("{report}");
+        return Ok(());
+    }
     let config = load_config(&cli)?;
     if let Command::Serve(_) = cli.command {
         return crate::server::serve(config).await;
     }
-    let (store, pki) = crate::server::open(&config)?;
-    let now = crate::now_millis();
+    let (db, pki) = tokio::task::spawn_blocking(move || crate::server::open(&config))
+        .await
+        .context("opening the data directory")??;
     match cli.command {
-        Command::Serve(_) => unreachable_serve(),
+        Command::Serve(_) | Command::MigrateData(_) => {
+            // Handled above; the match stays exhaustive without a panic path.
+        }
         Command::Token(TokenCommand::Create {
             group,
             cidrs,
             max_per_day,
             expires,
         }) => {
-            let parts =
-                crate::secrets::TokenParts::generate().context("cannot generate a token")?;
-            let token = EnrollmentToken {
-                id: parts.id.clone(),
-                secret_hash: crate::secrets::hash_secret(&parts.secret),
-                host_group: group.clone(),
-                cidrs: cidrs.clone(),
+            let request = crate::enrollment::cli::NewToken {
+                group,
+                cidrs,
                 max_per_day,
-                expires_at: expires.map(|d| now.saturating_add(d)),
-                created_at: now,
-                revoked_at: None,
+                expires_in: expires,
             };
-            store.create_enrollment_token(token.clone()).await?;
-            audit(
-                &store,
-                "enrollment_token.create",
-                Some(parts.id.clone()),
-                serde_json::json!({
-                    "group": group,
-                    "cidrs": cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "max_per_day": max_per_day,
-                    "expires_at": token.expires_at,
-                }),
-            )
-            .await?;
-            let full = palisade_proto::token::EnrollmentToken {
-                id: parts.id.clone(),
-                secret: parts.secret,
-                ca_pin: pki.ca_pin(),
-            };
-            eprintln!(
-                "enrollment token {} created; it is shown only now:",
-                parts.id
-            );
-            println!("{full}");
+            let (token, id) = crate::enrollment::cli::create(&db, &pki, request).await?;
+            eprintln!("enrollment token {id} created; it is shown only now:");
+            println!("{token}");
         }
         Command::Token(TokenCommand::List) => {
-            let tokens = store.list_enrollment_tokens().await?;
-            println!(
-                "{:<18} {:<10} {:<12} {:<22} {:<22} NETWORKS",
-                "ID", "STATE", "MAX/DAY", "CREATED", "EXPIRES"
-            );
-            for t in tokens {
-                let state = if t.revoked_at.is_some() {
-                    "revoked"
-                } else if t.expires_at.is_some_and(|e| e <= now) {
-                    "expired"
-                } else {
-                    "active"
-                };
-                let nets = if t.cidrs.is_empty() {
-                    "any".to_owned()
-                } else {
-                    t.cidrs
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
-                println!(
-                    "{:<18} {:<10} {:<12} {:<22} {:<22} {}",
-                    t.id,
-                    state,
-                    t.max_per_day
-                        .map(|m| m.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    format_time(t.created_at),
-                    t.expires_at
-                        .map(format_time)
-                        .unwrap_or_else(|| "never".into()),
-                    nets
-                );
-            }
+            print!("{}", crate::enrollment::cli::list(&db).await?);
         }
         Command::Token(TokenCommand::Revoke { id }) => {
-            if !store.revoke_enrollment_token(&id, now).await? {
-                bail!("no enrollment token with id {id:?}");
-            }
-            audit(
-                &store,
-                "enrollment_token.revoke",
-                Some(id.clone()),
-                serde_json::json!({}),
-            )
-            .await?;
+            crate::enrollment::cli::revoke(&db, &id).await?;
             eprintln!("enrollment token {id} revoked");
         }
         Command::User(UserCommand::Create { name, role }) => {
-            if !valid_username(&name) {
-                bail!("invalid user name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'");
-            }
-            let password =
-                crate::secrets::generate_password().context("cannot generate a password")?;
-            let hash =
-                crate::secrets::hash_password(&password).context("cannot hash the password")?;
-            store
-                .create_user(NewUser {
-                    username: name.clone(),
-                    password_hash: hash,
-                    role,
-                    created_at: now,
-                })
-                .await?;
-            audit(
-                &store,
-                "user.create",
-                Some(name.clone()),
-                serde_json::json!({ "role": role.as_str() }),
-            )
-            .await?;
+            let password = crate::identity::cli::create_user(&db, &name, role).await?;
             eprintln!(
                 "user {name} ({}) created; the password is shown only now:",
                 role.as_str()
@@ -320,37 +228,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{password}");
         }
         Command::ApiToken(ApiTokenCommand::Create { name }) => {
-            let parts =
-                crate::secrets::TokenParts::generate().context("cannot generate a token")?;
-            store
-                .create_api_token(ApiToken {
-                    id: parts.id.clone(),
-                    name: name.clone(),
-                    secret_hash: crate::secrets::hash_secret(&parts.secret),
-                    created_at: now,
-                    revoked_at: None,
-                })
-                .await?;
-            audit(
-                &store,
-                "api_token.create",
-                Some(parts.id.clone()),
-                serde_json::json!({ "name": name }),
-            )
-            .await?;
-            eprintln!(
-                "API token {} ({name}) created; it is shown only now:",
-                parts.id
-            );
-            println!("{parts}");
+            let token = crate::identity::cli::create_api_token(&db, &name).await?;
+            let id = token.split('.').next().unwrap_or_default();
+            eprintln!("API token {id} ({name}) created; it is shown only now:");
+            println!("{token}");
         }
     }
     Ok(())
-}
-
-fn unreachable_serve() {
-    // `serve` returned above; kept as a function so the match stays exhaustive
-    // without a panic path.
 }
 
 #[cfg(test)]
@@ -366,14 +250,5 @@ mod tests {
         assert!(parse_duration_ms("0d").is_err());
         assert!(parse_duration_ms("5y").is_err());
         assert!(parse_duration_ms("99999999999999999d").is_err());
-    }
-
-    #[test]
-    fn usernames() {
-        assert!(valid_username("admin"));
-        assert!(valid_username("ops.team-1@example"));
-        assert!(!valid_username(""));
-        assert!(!valid_username("a b"));
-        assert!(!valid_username(&"x".repeat(65)));
     }
 }

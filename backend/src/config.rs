@@ -29,6 +29,40 @@ pub struct Config {
     pub listen: SocketAddr,
     pub tls: TlsConfig,
     pub web: WebConfig,
+    pub database: DatabaseConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/dbname?sslmode=verify-full&sslrootcert=/path/ca.pem`,
+    /// or `sqlite:///path/palisade.db`. Unset: SQLite in the data directory.
+    /// Keep a password out of the file with `--database` or
+    /// `PALISADE_DATABASE_URL`, or use a `.pgpass`-style trust setup.
+    pub url: Option<String>,
+}
+
+/// How long metrics are kept, in days.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Every sample as collected (feeds the one-hour charts).
+    pub raw_retention_days: u32,
+    /// 1-minute rollups (the 24-hour charts).
+    pub minute_retention_days: u32,
+    /// 1-hour rollups (the 7- and 90-day charts).
+    pub hour_retention_days: u32,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            raw_retention_days: 8,
+            minute_retention_days: 35,
+            hour_retention_days: 400,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -59,6 +93,8 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             tls: TlsConfig::default(),
             web: WebConfig::default(),
+            database: DatabaseConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -107,6 +143,26 @@ impl Config {
                 message: "session timeouts must be positive".into(),
             });
         }
+        let m = &self.metrics;
+        if m.raw_retention_days == 0 || m.minute_retention_days == 0 || m.hour_retention_days == 0 {
+            return Err(ConfigError::Invalid {
+                key: "metrics.raw_retention_days",
+                message: "retention periods must be at least one day".into(),
+            });
+        }
+        if m.hour_retention_days < 90 {
+            return Err(ConfigError::Invalid {
+                key: "metrics.hour_retention_days",
+                message: "must be at least 90: the host page charts 90 days from hourly rollups"
+                    .into(),
+            });
+        }
+        if let Some(url) = &self.database.url {
+            crate::db::DatabaseUrl::parse(url).map_err(|e| ConfigError::Invalid {
+                key: "database.url",
+                message: e.to_string(),
+            })?;
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
@@ -116,8 +172,15 @@ impl Config {
         Ok(())
     }
 
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("palisade.db")
+    /// The database: `[database] url`, else SQLite in the data directory.
+    pub fn database_url(&self) -> Result<crate::db::DatabaseUrl, ConfigError> {
+        match &self.database.url {
+            Some(url) => crate::db::DatabaseUrl::parse(url).map_err(|e| ConfigError::Invalid {
+                key: "database.url",
+                message: e.to_string(),
+            }),
+            None => Ok(crate::db::DatabaseUrl::sqlite_in(&self.data_dir)),
+        }
     }
 
     pub fn pki_dir(&self) -> PathBuf {

@@ -1,39 +1,45 @@
-//! The Palisade backend.
+//! The Palisade backend. One module per domain, each owning its model, its
+//! queries, its HTTP handlers and its templates (see `ARCHITECTURE.md`):
 //!
-//! - [`config`]: the TOML configuration and the data directory layout.
-//! - [`store`]: the storage interface and its SQLite implementation.
-//! - [`secrets`]: random tokens, their one-way hashes, argon2id passwords.
-//! - [`pki`]: the agent CA, the server certificate, the command-signing key.
-//! - [`enroll`]: turning an enrollment request into a host and a certificate.
-//! - [`commands`]: signed commands to agents: signing, storing, delivering.
-//! - [`uplink`]: the QUIC endpoint agents connect to.
-//! - [`registry`]: which agents are connected right now, and how.
-//! - [`web`]: the web UI and the JSON API (axum, askama).
-//! - [`wss`]: the same uplink over WebSocket, for agents whose UDP is blocked.
-//! - [`server`]: `serve`: one port number, QUIC on UDP and HTTPS on TCP.
-//! - [`cli`]: the administrative commands (`token`, `user`, `api-token`).
+//! - [`identity`]: users, sessions, API tokens, sign-in;
+//! - [`enrollment`]: enrollment tokens and `POST /api/v1/enroll`;
+//! - [`hosts`]: hosts, storing what agents send, the host pages and API;
+//! - [`metrics`]: samples, rollups, retention, partitions;
+//! - [`commands`]: signed commands to agents;
+//! - [`audit`]: the hash-chained audit trail;
+//! - [`uplink`]: the agents' QUIC and WSS connections;
+//!
+//! and what they share:
+//!
+//! - [`db`]: the database layer (one transaction type, SQLite and PostgreSQL);
+//! - [`web`]: the router assembled from each domain's routes, middleware,
+//!   layout, errors, the OpenAPI document;
+//! - [`pki`], [`secrets`]: the CA and signing key; random tokens and hashes;
+//! - [`config`], [`state`], [`server`] (`serve`), [`cli`] (the commands).
 
 #![forbid(unsafe_code)]
 // The web tests compare whole JSON documents written with `serde_json::json!`.
 #![recursion_limit = "256"]
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod enroll;
+pub mod db;
+pub mod enrollment;
+pub mod hosts;
+pub mod identity;
+pub mod metrics;
 pub mod pki;
-pub mod registry;
 pub mod secrets;
 pub mod server;
 pub mod state;
-pub mod store;
 pub mod uplink;
 pub mod web;
-pub mod wss;
 
 /// Current Unix time in milliseconds. Logic takes time as an argument; only
 /// the edges (request handlers, the uplink loop, the CLI) call this.
-pub fn now_millis() -> store::Millis {
+pub fn now_millis() -> db::Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

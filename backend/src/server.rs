@@ -12,19 +12,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 
 use crate::config::Config;
+use crate::db::Db;
 use crate::pki::Pki;
-use crate::registry::Registry;
 use crate::state::AppState;
-use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
+use crate::uplink::registry::Registry;
 
 /// How long a TLS handshake on the HTTPS port may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Opens the data directory: database (migrated) and PKI (created if missing).
-pub fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Pki>)> {
+/// Opens the data directory and the database (migrated) and loads the PKI
+/// (created if missing). Blocking: PostgreSQL is connected to here.
+pub fn open(config: &Config) -> anyhow::Result<(Db, Arc<Pki>)> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -35,15 +35,16 @@ pub fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Pki>)> {
                 config.data_dir.display()
             )
         })?;
-    let store = SqliteStore::open(&config.database_path())
-        .with_context(|| format!("cannot open database {}", config.database_path().display()))?;
+    let url = config.database_url()?;
+    let db =
+        Db::open(&url).with_context(|| format!("cannot open the database {}", url.redacted()))?;
     let supplied = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
         _ => None,
     };
     let pki = Pki::load_or_create(&config.pki_dir(), &config.tls.server_names, supplied)
         .with_context(|| format!("cannot load PKI from {}", config.pki_dir().display()))?;
-    Ok((Arc::new(store), Arc::new(pki)))
+    Ok((db, Arc::new(pki)))
 }
 
 /// Binds TCP and UDP on the same port. With port 0, finds a port free for both.
@@ -93,30 +94,32 @@ pub fn https_tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
 /// Runs the backend until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
-    let (store, pki) = open(&config)?;
+    let opened = config.clone();
+    let (db, pki) = tokio::task::spawn_blocking(move || open(&opened))
+        .await
+        .context("opening the data directory")??;
+    tracing::info!(database = %config.database_url()?.redacted(), "database ready");
     let (tcp, udp) = bind_pair(config.listen)?;
     let local = tcp.local_addr().context("local address")?;
     tcp.set_nonblocking(true).context("tcp socket")?;
     let tcp = tokio::net::TcpListener::from_std(tcp).context("tcp socket")?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
-        Some(crate::uplink::quic_server_config(&pki)?),
+        Some(crate::uplink::quic::server_config(&pki)?),
         udp,
         Arc::new(quinn::TokioRuntime),
     )
     .context("cannot start the QUIC endpoint")?;
 
-    let state = AppState {
-        store,
-        registry: Arc::new(Registry::new()),
-        pki: pki.clone(),
-        config: Arc::new(config),
-    };
-    let app = crate::web::with_middleware(
-        crate::web::routes(state.clone())
-            .merge(crate::enroll::router(state.clone()))
-            .merge(crate::wss::router(state.clone())),
+    let metrics_config = config.metrics.clone();
+    let state = AppState::new(
+        db.clone(),
+        Arc::new(Registry::new()),
+        pki.clone(),
+        Arc::new(config),
     );
+    let app = crate::web::router(state.clone());
+    let maintenance = tokio::spawn(crate::metrics::maintenance::run(db, metrics_config));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(https_tls_config(&pki)?));
 
     tracing::info!(%local, ca_pin = %hex::encode(pki.ca_pin()), "palisade-backend listening (QUIC on udp, HTTPS on tcp)");
@@ -124,12 +127,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     println!("listening on {local}");
 
     let https = run_https(tcp, acceptor, app);
-    let quic = crate::uplink::run_quic(state.clone(), endpoint.clone());
+    let quic = crate::uplink::quic::run(state.clone(), endpoint.clone());
     tokio::select! {
         r = https => r?,
         () = quic => {},
         () = shutdown_signal() => tracing::info!("shutting down"),
     }
+    maintenance.abort();
     endpoint.close(0u8.into(), b"backend shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     Ok(())
@@ -166,7 +170,7 @@ async fn run_https(
                     return;
                 }
             };
-            let peer = crate::wss::PeerCertificates(Arc::new(
+            let peer = crate::uplink::wss::PeerCertificates(Arc::new(
                 tls.get_ref()
                     .1
                     .peer_certificates()

@@ -5,9 +5,10 @@
 
 mod support;
 
-use palisade_backend::store::Store;
-use palisade_backend::store::sqlite::SqliteStore;
+use palisade_backend::audit::{Action, Actor, Outcome};
 use support::*;
+
+on_both_databases!(commands_issued_through_the_api_run_on_the_agent_and_their_results_are_stored);
 
 const UNIT: &str = "palisade-test-nonexistent.service";
 
@@ -57,10 +58,9 @@ async fn finished(client: &Https, api: &str, id: &str) -> serde_json::Value {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_issued_through_the_api_run_on_the_agent_and_their_results_are_stored() {
+async fn commands_issued_through_the_api_run_on_the_agent_and_their_results_are_stored(db: TestDb) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = Backend::start(&dir.path().join("backend"));
+    let backend = Backend::start_in(&dir.path().join("backend"), &db);
     let api = backend.api_token();
     let api_id = api.split('.').next().expect("token id").to_owned();
     let operator_password = backend.cli_ok(&["user", "create", "otto", "--role", "operator"]);
@@ -193,16 +193,21 @@ async fn commands_issued_through_the_api_run_on_the_agent_and_their_results_are_
     assert!(html.contains(UNIT) && html.contains("pong"), "{html}");
 
     // The audit log names who asked, from where, and what: and it is intact.
-    let store = SqliteStore::open(&backend.data_dir.join("palisade.db")).expect("open the store");
-    let events = store.audit_events(100).await.expect("audit");
+    let db = backend.db().await;
+    let events = db
+        .read("audit", |tx| {
+            palisade_backend::audit::store::latest(tx, 100)
+        })
+        .await
+        .expect("audit");
     let created: Vec<_> = events
         .iter()
-        .filter(|e| e.action == "command.create" && e.outcome == "success")
+        .filter(|e| e.action == Action::CommandCreate && e.outcome == Outcome::Success)
         .collect();
     assert_eq!(created.len(), 2, "{events:?}");
     let by_otto = created
         .iter()
-        .find(|e| e.actor == "user:otto")
+        .find(|e| e.actor == Actor::User("otto".into()))
         .expect("the operator's command is audited");
     assert_eq!(by_otto.target.as_deref(), Some(agent_id.as_str()));
     assert_eq!(by_otto.details["command_id"], restart_id.as_str());
@@ -211,20 +216,25 @@ async fn commands_issued_through_the_api_run_on_the_agent_and_their_results_are_
     assert!(
         created
             .iter()
-            .any(|e| e.actor == format!("api-token:{api_id}"))
+            .any(|e| e.actor == Actor::ApiToken(api_id.clone()))
     );
     assert!(
-        events.iter().any(|e| e.action == "command.create"
-            && e.outcome == "denied"
-            && e.actor == "user:vera"),
+        events.iter().any(|e| e.action == Action::CommandCreate
+            && e.outcome == Outcome::Denied
+            && e.actor == Actor::User("vera".into())),
         "the viewer's attempt is audited too"
     );
     assert!(
-        !events
-            .iter()
-            .any(|e| e.action.starts_with("command.refused")
-                || e.action == "command.unmatched_result"),
+        !events.iter().any(|e| matches!(
+            e.action,
+            Action::CommandRefusedUnverified | Action::CommandUnmatchedResult
+        )),
         "nothing was refused by control: {events:?}"
     );
-    assert_eq!(store.verify_audit_chain().await.expect("verify"), None);
+    assert_eq!(
+        db.read("verify", palisade_backend::audit::store::verify)
+            .await
+            .expect("verify"),
+        None
+    );
 }

@@ -5,6 +5,12 @@ mod support;
 
 use std::time::Duration;
 
+on_both_databases!(
+    enrolled_agent_reports_and_the_ui_shows_it,
+    enrollment_refusals_create_no_host,
+    agent_restart_keeps_identity_and_backend_restart_resumes,
+);
+
 use support::*;
 
 /// Waits until the API shows exactly one host, online over QUIC with
@@ -28,10 +34,9 @@ fn now_ms() -> i64 {
     palisade_backend::now_millis()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enrolled_agent_reports_and_the_ui_shows_it() {
+async fn enrolled_agent_reports_and_the_ui_shows_it(db: TestDb) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = Backend::start(&dir.path().join("backend"));
+    let backend = Backend::start_in(&dir.path().join("backend"), &db);
     let api = backend.api_token();
     let password = backend.cli_ok(&["user", "create", "admin", "--role", "admin"]);
     let token = backend.token(&["--max-per-day", "5", "--expires", "1h"]);
@@ -132,10 +137,9 @@ async fn enrolled_agent_reports_and_the_ui_shows_it() {
     drop(agent);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enrollment_refusals_create_no_host() {
+async fn enrollment_refusals_create_no_host(db: TestDb) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = Backend::start(&dir.path().join("backend"));
+    let backend = Backend::start_in(&dir.path().join("backend"), &db);
     let api = backend.api_token();
     let client = Https::new(&backend);
     let server = backend.server();
@@ -234,10 +238,9 @@ async fn enrollment_refusals_create_no_host() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_restart_keeps_identity_and_backend_restart_resumes() {
+async fn agent_restart_keeps_identity_and_backend_restart_resumes(db: TestDb) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut backend = Backend::start(&dir.path().join("backend"));
+    let mut backend = Backend::start_in(&dir.path().join("backend"), &db);
     let addr = backend.addr;
     let api = backend.api_token();
     let token = backend.token(&["--max-per-day", "1"]);
@@ -273,7 +276,7 @@ async fn agent_restart_keeps_identity_and_backend_restart_resumes() {
     // Backend restart (killed hard) on the same address: the agent comes back by itself.
     backend.stop(true);
     let restarted = now_ms();
-    let backend = Backend::start_on(&dir.path().join("backend"), addr);
+    let backend = Backend::start_db(&dir.path().join("backend"), &addr.to_string(), &[], &db);
     let client = Https::new(&backend);
     let host = online_with_metrics(&client, &api, restarted).await;
     assert_eq!(host["id"], agent_id.as_str());

@@ -175,21 +175,23 @@ async fn wait_transport(
 }
 
 /// Every record sequence the backend stored for the one host.
-async fn stored_seqs(data_dir: &Path) -> Vec<u64> {
-    use palisade_backend::store::Store;
-    let store = palisade_backend::store::sqlite::SqliteStore::open(&data_dir.join("palisade.db"))
-        .expect("open store");
-    let hosts = store.list_hosts().await.expect("hosts");
-    assert_eq!(hosts.len(), 1);
-    store.record_seqs(&hosts[0].id).await.expect("seqs")
+async fn stored_seqs(backend: &Backend) -> Vec<u64> {
+    let db = backend.db().await;
+    db.read("stored seqs", |tx| {
+        let hosts = palisade_backend::hosts::store::list_with_latest(tx)?;
+        assert_eq!(hosts.len(), 1);
+        palisade_backend::hosts::store::record_seqs(tx, &hosts[0].0.id)
+    })
+    .await
+    .expect("seqs")
 }
 
 /// Stops the agent and checks the no-loss invariant: what the backend stored
 /// and what is still in the agent's spool together are exactly 1..next_seq,
 /// and the backend's part has no gap.
-async fn audit_no_loss(agent: &mut Agent, backend_dir: &Path) {
+async fn audit_no_loss(agent: &mut Agent, backend: &Backend) {
     agent.stop(false);
-    let stored = stored_seqs(backend_dir).await;
+    let stored = stored_seqs(backend).await;
     let spool = palisade_agent::spool::Spool::open(&agent.state_dir).expect("open spool");
     let pending: Vec<u64> = spool
         .pending_after(0, usize::MAX)
@@ -332,14 +334,15 @@ async fn udp_blocked_then_unblocked_then_blocked_again() {
         "the backend logs the accepted 0-RTT"
     );
 
-    audit_no_loss(&mut agent, &backend_dir).await;
+    audit_no_loss(&mut agent, &backend).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_either_side_loses_nothing() {
+on_both_databases!(kill_9_of_either_side_loses_nothing);
+
+async fn kill_9_of_either_side_loses_nothing(db: TestDb) {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend_dir = dir.path().join("backend");
-    let mut backend = Backend::start(&backend_dir);
+    let mut backend = Backend::start_in(&backend_dir, &db);
     let addr = backend.addr;
     let api = backend.api_token();
     let token = backend.token(&[]);
@@ -376,7 +379,7 @@ async fn kill_9_of_either_side_loses_nothing() {
     // Kill the backend mid-stream; the agent spools meanwhile and resends.
     backend.stop(true);
     tokio::time::sleep(Duration::from_secs(3)).await; // records pile up in the spool while the backend is down
-    let backend = Backend::start_on(&backend_dir, addr);
+    let backend = Backend::start_db(&backend_dir, &addr.to_string(), &[], &db);
     let client = Https::new(&backend);
     wait_transport(
         &client,
@@ -391,7 +394,7 @@ async fn kill_9_of_either_side_loses_nothing() {
         (h["metrics"]["seq"].as_u64()? >= 15).then_some(())
     })
     .await;
-    audit_no_loss(&mut agent, &backend_dir).await;
+    audit_no_loss(&mut agent, &backend).await;
     drop(backend);
 }
 

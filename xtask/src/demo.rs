@@ -33,27 +33,35 @@ const AGENT_CONNECTED: &str = "uplink connected";
 const BACKEND_CONNECTED: &str = "agent connected";
 
 pub const USAGE: &str = "\
-cargo xtask demo [--check]
+cargo xtask demo [--check] [--postgres]
 
 Builds everything, starts a backend and one enrolled agent on this machine,
 prints the web UI address and a login, and runs until Ctrl-C.
 Every run starts fresh: target/demo/ is removed first.
-  --check   stop as soon as the agent is connected; exit 0 if it did
-            within 60 s, 1 if not (for CI)
+  --check     stop as soon as the agent is connected; exit 0 if it did
+              within 60 s, 1 if not (for CI)
+  --postgres  run the backend on a throwaway PostgreSQL cluster of the
+              demo's own (initdb into target/demo/postgres, a free port,
+              stopped with the demo) instead of the embedded SQLite
 Environment:
   PALISADE_DEMO_PORT   fixed port for the backend (default: any free port)";
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Options {
     check: bool,
+    postgres: bool,
 }
 
 impl Options {
     pub fn parse(args: &[String]) -> anyhow::Result<Options> {
-        let mut options = Options { check: false };
+        let mut options = Options {
+            check: false,
+            postgres: false,
+        };
         for arg in args {
             match arg.as_str() {
                 "--check" => options.check = true,
+                "--postgres" => options.postgres = true,
                 other => bail!("unknown argument {other:?}\n\n{USAGE}"),
             }
         }
@@ -100,6 +108,24 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&demo_dir)
         .with_context(|| format!("cannot create {}", demo_dir.display()))?;
 
+    // The database: SQLite in the backend's data directory, or a cluster of
+    // the demo's own, stopped (by drop) on every way out of here.
+    let (database, _cluster) = if options.postgres {
+        heading("start a throwaway PostgreSQL cluster");
+        if users::is_root() {
+            crate::dist::tools::ensure_debian_packages(&["postgresql"])?;
+        }
+        let cluster = palisade_testkit::pg::Cluster::start(&demo_dir.join("postgres"))
+            .map_err(|e| anyhow::anyhow!("cannot start PostgreSQL for the demo: {e}"))?;
+        println!(
+            "PostgreSQL on 127.0.0.1:{} (data in {})",
+            cluster.port(),
+            shown(&cluster.dir().join("data"))
+        );
+        (Some(cluster.url("postgres")), Some(cluster))
+    } else {
+        (None, None)
+    };
     // From here on SIGINT and SIGTERM go to a thread that reports them, so we
     // can stop what we started before exiting.
     let signals = SignalWatch::start()?;
@@ -110,6 +136,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let backend_log = demo_dir.join("backend.log");
     let listen = format!("127.0.0.1:{}", demo_port()?);
     let mut cmd = Command::new(&backend_bin);
+    if let Some(url) = &database {
+        cmd.arg("--database").arg(url);
+    }
     cmd.arg("serve")
         .arg("--data-dir")
         .arg(&backend_dir)
@@ -129,6 +158,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     heading("create the admin, an API token and an enrollment token");
     let backend_cli = |args: &[&str]| {
         let mut cmd = Command::new(&backend_bin);
+        if let Some(url) = &database {
+            cmd.arg("--database").arg(url);
+        }
         cmd.arg("--data-dir").arg(&backend_dir).args(args);
         clean_env(&mut cmd);
         cmd
@@ -182,6 +214,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         "admin_password": password,
         "api_token": api_token,
         "ca_cert": ca_cert,
+        "database": database.as_deref().unwrap_or("sqlite (target/demo/backend/palisade.db)"),
         "backend_pid": processes.pid_of("backend"),
         "agent_pid": processes.pid_of("agent"),
     });
@@ -195,6 +228,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     println!("  login      admin / {password}");
     println!("  API        {api_url}");
     println!("  API token  {api_token}");
+    println!(
+        "  database   {}",
+        database
+            .as_deref()
+            .unwrap_or("SQLite, embedded (target/demo/backend/palisade.db)")
+    );
     println!();
     println!("  TLS comes from the demo's own CA, so the browser warns about the certificate.");
     println!("  The CA is {}; for example:", shown(&ca_cert));
@@ -609,11 +648,17 @@ mod tests {
     fn options() {
         assert_eq!(
             Options::parse(&[]).expect("valid"),
-            Options { check: false }
+            Options {
+                check: false,
+                postgres: false
+            }
         );
         assert_eq!(
-            Options::parse(&["--check".to_owned()]).expect("valid"),
-            Options { check: true }
+            Options::parse(&["--check".to_owned(), "--postgres".to_owned()]).expect("valid"),
+            Options {
+                check: true,
+                postgres: true
+            }
         );
         assert!(Options::parse(&["--fresh".to_owned()]).is_err());
     }

@@ -22,7 +22,7 @@ pub mod check;
 mod chroot;
 mod files;
 mod gpg;
-mod tools;
+pub mod tools;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};

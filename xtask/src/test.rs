@@ -195,10 +195,54 @@ fn build() -> anyhow::Result<()> {
     util::run(cargo().args(["build", "--workspace", "--bins"]))
 }
 
+/// Debian packages the tests use (as root they are installed when missing):
+/// nftables and iproute2 for the uplink's network-namespace tests, the
+/// PostgreSQL server for the throwaway cluster.
+const TEST_DEBIAN_PACKAGES: &[&str] = &["nftables", "iproute2", "postgresql"];
+
 fn tests() -> anyhow::Result<()> {
+    heading("tests: what the tests need from the machine");
+    if nix::unistd::geteuid().is_root() {
+        crate::dist::tools::ensure_debian_packages(TEST_DEBIAN_PACKAGES)?;
+    } else {
+        println!(
+            "not root: the tests that need root, nftables or a new PostgreSQL cluster say so themselves"
+        );
+    }
+    // One throwaway PostgreSQL cluster for the whole run: every test that
+    // needs PostgreSQL creates a database of its own on it.
+    let pg_dir = util::target_dir()
+        .join("tmp")
+        .join(format!("pg-{}", std::process::id()));
+    if pg_dir.exists() {
+        std::fs::remove_dir_all(&pg_dir)
+            .with_context(|| format!("cannot remove {}", pg_dir.display()))?;
+    }
+    let cluster = palisade_testkit::pg::Cluster::start(&pg_dir)
+        .map_err(|e| anyhow::anyhow!("cannot start the tests' PostgreSQL cluster: {e}"))?;
+    println!(
+        "PostgreSQL for the tests: {} (port {})",
+        pg_dir.display(),
+        cluster.port()
+    );
+    let result = run_tests(&cluster.env());
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&pg_dir);
+    result
+}
+
+fn run_tests(env: &[(&str, String)]) -> anyhow::Result<()> {
     heading("tests: unit and integration tests");
+    let with_env = |cmd: &mut Command| {
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+    };
     if util::succeeds(cargo().args(["nextest", "--version"])) {
-        util::run(cargo().args(["nextest", "run", "--workspace"]))?;
+        let mut nextest = cargo();
+        nextest.args(["nextest", "run", "--workspace"]);
+        with_env(&mut nextest);
+        util::run(&mut nextest)?;
         // nextest does not run doctests; cargo test does.
         heading("tests: doctests (nextest does not run them)");
         return util::run(cargo().args(["test", "--workspace", "--doc"]));
@@ -215,7 +259,10 @@ fn tests() -> anyhow::Result<()> {
             "cargo-nextest not found; using cargo test (cargo install cargo-nextest for nicer output)"
         );
     }
-    util::run(cargo().args(["test", "--workspace"]))
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    with_env(&mut test);
+    util::run(&mut test)
 }
 
 /// Builds every cargo-fuzz project with stable Rust and runs each target over

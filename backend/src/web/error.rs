@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::store::StoreError;
+use crate::db::DbError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
@@ -38,9 +38,9 @@ impl WebError {
     }
 }
 
-impl From<StoreError> for WebError {
-    fn from(e: StoreError) -> Self {
-        WebError::Internal(format!("store: {e}"))
+impl From<DbError> for WebError {
+    fn from(e: DbError) -> Self {
+        WebError::Internal(format!("database: {e}"))
     }
 }
 

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use crate::store::Millis;
+use crate::db::Millis;
 
 /// What a page shows for a value it does not have.
 pub const MISSING: &str = "—";
@@ -86,6 +86,17 @@ const SPARK_GAP_MS: Millis = 5 * 60 * 1000;
 /// time from `from` to `to` left to right and 0..=100 % bottom to top. One
 /// polyline per run of samples without a long gap; empty without samples.
 pub fn sparkline(samples: &[(Millis, f64)], from: Millis, to: Millis) -> Vec<String> {
+    sparkline_with_gap(samples, from, to, SPARK_GAP_MS)
+}
+
+/// [`sparkline`] where a silence longer than `gap` breaks the line (charts
+/// of rollups have one point per bucket).
+pub fn sparkline_with_gap(
+    samples: &[(Millis, f64)],
+    from: Millis,
+    to: Millis,
+    gap: Millis,
+) -> Vec<String> {
     let span = (to - from).max(1) as f64;
     let mut lines: Vec<String> = Vec::new();
     let mut previous: Option<Millis> = None;
@@ -97,7 +108,7 @@ pub fn sparkline(samples: &[(Millis, f64)], from: Millis, to: Millis) -> Vec<Str
         let y = SPARK_HEIGHT - value.clamp(0.0, 100.0) / 100.0 * SPARK_HEIGHT;
         let point = format!("{x:.1},{y:.1}");
         match lines.last_mut() {
-            Some(line) if previous.is_some_and(|p| at - p <= SPARK_GAP_MS) => {
+            Some(line) if previous.is_some_and(|p| at - p <= gap) => {
                 line.push(' ');
                 line.push_str(&point);
             }

@@ -1,23 +1,20 @@
-//! The web UI and the JSON API.
+//! What the web UI and the JSON API share: the router assembled from each
+//! domain's routes, the middleware every response passes through, the page
+//! layout, the error type, formatting, and the OpenAPI document.
 //!
-//! Server-rendered pages (askama templates in `backend/templates/`, one
-//! template struct per page) that work with JavaScript off, and a small JSON
-//! API under `/api/v1/`. Layout:
-//!
-//! - [`auth`]: the session cookie, API tokens, login and logout, the
-//!   same-origin check for unsafe methods.
-//! - [`ui`]: the pages (host list, host detail).
-//! - [`api`]: the JSON API.
-//! - [`commands`]: the JSON API of signed commands to hosts.
-//! - [`error`]: the one error type handlers return; the [`envelope`]
-//!   middleware turns it into an HTML page or a JSON body carrying the
-//!   request id.
-//! - [`format`]: human-readable units, dates and the server-side sparklines.
+//! - [`routes`]: [`Routes`], how a domain declares its routes and who may
+//!   use each ([`Access`]);
+//! - [`csrf`]: the same-origin check on unsafe methods;
+//! - [`error`]: the one error type handlers return;
+//! - [`layout`]: the frame around every page, and the error page;
+//! - [`format`]: human-readable units, dates and the sparklines;
+//! - [`openapi`]: the OpenAPI 3.1 document of `/api/v1`.
 //!
 //! Every response passes through [`envelope`]: it gives the request an id
 //! (`x-request-id`, the tracing span, every error body), and adds the
 //! security headers and `Cache-Control: no-store` (the stylesheet, which is
-//! immutable per build, is the one thing cached).
+//! immutable per build, is the one thing cached). Pages are server-rendered
+//! (askama templates beside each domain's code) and work without JavaScript.
 
 use std::sync::OnceLock;
 
@@ -32,20 +29,23 @@ use tracing::Instrument;
 
 use crate::state::AppState;
 
-mod api;
-mod auth;
-mod commands;
-mod error;
-mod format;
-mod ui;
+pub mod csrf;
+pub mod error;
+pub mod format;
+pub mod layout;
+pub mod openapi;
+pub mod routes;
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
 pub use error::WebError;
+pub use routes::{Access, RouteInfo, Routes};
 
 /// The stylesheet, embedded in the binary.
-const APP_CSS: &str = include_str!("../../static/app.css");
+const APP_CSS: &str = include_str!("static/app.css");
 
 /// The id of one HTTP request: in the `x-request-id` header, the tracing
 /// span and every error shown to a user.
@@ -58,33 +58,28 @@ impl std::fmt::Display for RequestId {
     }
 }
 
-/// The whole web application: pages, API, static files, with the middleware.
-pub fn router(state: AppState) -> Router {
-    with_middleware(routes(state))
+/// Every route of the backend's HTTPS port, from every domain.
+pub fn all_routes() -> Routes {
+    Routes::new()
+        .public("/healthz", get(healthz))
+        .public("/static/app.css", get(stylesheet))
+        .merge(openapi::routes())
+        .merge(crate::identity::login::routes())
+        .merge(crate::hosts::ui::routes())
+        .merge(crate::hosts::api::routes())
+        .merge(crate::commands::api::routes())
+        .merge(crate::enrollment::http::routes())
+        .merge(crate::uplink::wss::routes())
 }
 
-/// The routes without the middleware, for a caller that wants to merge more
-/// routes (the enrollment endpoint) under the same middleware:
-/// `with_middleware(routes(state).merge(more))`.
-pub fn routes(state: AppState) -> Router {
-    auth::prepare();
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/static/app.css", get(stylesheet))
-        .merge(auth::routes())
-        .merge(ui::routes())
-        .merge(api::routes())
-        .merge(commands::routes())
+/// The whole HTTPS application: every route with the middleware.
+pub fn router(state: AppState) -> Router {
+    crate::identity::login::prepare();
+    let (routes, _) = all_routes().into_parts();
+    routes
         .fallback(not_found)
         .with_state(state)
-}
-
-/// Wraps `router` in the middleware every response needs: the same-origin
-/// check for unsafe methods, then (outermost) the request id, error
-/// rendering and security headers.
-pub fn with_middleware(router: Router) -> Router {
-    router
-        .layer(middleware::from_fn(auth::require_same_origin))
+        .layer(middleware::from_fn(csrf::require_same_origin))
         .layer(middleware::from_fn(envelope))
 }
 
@@ -170,7 +165,7 @@ fn render_error(response: Response, request_id: RequestId, wants_json: bool) -> 
     } else {
         (
             "text/html; charset=utf-8",
-            ui::error_page(status, &message, request_id),
+            layout::error_page(status, &message, request_id),
         )
     };
     parts

@@ -1,104 +1,34 @@
-//! Tests of the web application through its router, with a real in-memory
-//! SQLite store, as a browser or an API client would talk to it.
+//! Tests of the web application through its router, with a real SQLite
+//! database (in memory), as a browser or an API client would talk to it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use palisade_proto::msg::{Record, RecordBody};
 use palisade_proto::pb;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use super::auth::SESSION_COOKIE;
-use super::router;
+use super::testing::{Reply, T0, send, state, state_with_config};
+use crate::audit::{Action, Actor, Outcome};
 use crate::config::Config;
-use crate::pki::Pki;
-use crate::registry::{Registry, Transport};
+use crate::db::Millis;
+use crate::enrollment::EnrollmentToken;
+use crate::hosts::NewHost;
+use crate::identity::auth::SESSION_COOKIE;
+use crate::identity::{NewSession, Role};
 use crate::secrets;
 use crate::state::AppState;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{
-    ApiToken, EnrollRefusal, EnrollmentToken, Millis, NewHost, NewSession, NewUser, Role,
-};
+use crate::uplink::Transport;
 
 const HOST: &str = "palisade.test";
 const ORIGIN: &str = "https://palisade.test";
-const CLIENT_IP: [u8; 4] = [192, 0, 2, 7];
 const PASSWORD: &str = "correct horse battery staple";
 const HOST_A: &str = "6f1c2a52-4f7e-4d3a-9a55-0c1d2e3f4a5b";
 const HOST_B: &str = "0b7e9a10-1111-4222-8333-944455566677";
-/// 2023-11-14T22:13:20Z.
-const T0: Millis = 1_700_000_000_000;
-
-/// One CA for all tests: generating keys is the slow part and no test here
-/// depends on which keys they are.
-fn pki() -> Arc<Pki> {
-    static PKI: OnceLock<Arc<Pki>> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Arc::new(Pki::load_or_create(dir.path(), &[], None).expect("test pki"))
-    })
-    .clone()
-}
-
-pub(super) fn state_with_config(config: Config) -> AppState {
-    let store = SqliteStore::open_in_memory().expect("in-memory store");
-    AppState {
-        store: Arc::new(store),
-        registry: Arc::new(Registry::new()),
-        pki: pki(),
-        config: Arc::new(config),
-    }
-}
-
-fn state() -> AppState {
-    state_with_config(Config::default())
-}
-
 fn app(state: &AppState) -> Router {
-    router(state.clone()).layer(MockConnectInfo(SocketAddr::from((CLIENT_IP, 40_000))))
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: impl header::AsHeaderName) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-
-    fn request_id(&self) -> &str {
-        self.header("x-request-id")
-    }
-}
-
-async fn send(app: &Router, request: Request<Body>) -> Reply {
-    let response = app
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("router is infallible");
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20).await.expect("body");
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    super::testing::app(state)
 }
 
 fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
@@ -133,30 +63,8 @@ fn post_form(uri: &str, origin: Option<&str>, cookie: Option<&str>, form: &str) 
     request.body(Body::from(form.to_owned())).expect("request")
 }
 
-/// A cheap argon2id hash (tests only: the parameters are in the PHC string,
-/// so verification follows them).
-fn test_password_hash(password: &str) -> String {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let params = argon2::Params::new(8, 1, 1, None).expect("params");
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let salt = SaltString::encode_b64(b"test-salt-16byte").expect("salt");
-    argon
-        .hash_password(password.as_bytes(), &salt)
-        .expect("hash")
-        .to_string()
-}
-
 async fn create_user(state: &AppState, username: &str) {
-    state
-        .store
-        .create_user(NewUser {
-            username: username.into(),
-            password_hash: test_password_hash(PASSWORD),
-            role: Role::Admin,
-            created_at: T0,
-        })
-        .await
-        .expect("create user");
+    super::testing::create_user(state, username, PASSWORD, Role::Admin).await;
 }
 
 /// Logs `alice` in through the form and returns the cookie value.
@@ -197,44 +105,25 @@ fn cookie_value(reply: &Reply) -> Option<String> {
 
 /// Creates an API token and returns it as a client presents it.
 async fn api_token(state: &AppState, name: &str, revoked_at: Option<Millis>) -> String {
-    let token = secrets::TokenParts::generate().expect("token");
-    state
-        .store
-        .create_api_token(ApiToken {
-            id: token.id.clone(),
-            name: name.into(),
-            secret_hash: secrets::hash_secret(&token.secret),
-            created_at: T0,
-            revoked_at,
-        })
-        .await
-        .expect("api token");
-    token.to_string()
-}
-
-fn pass(_: &EnrollmentToken, _: u32, _: Millis) -> Result<(), EnrollRefusal> {
-    Ok(())
+    super::testing::api_token(state, name, revoked_at).await.0
 }
 
 /// Enrolls two hosts; A has facts, metrics (collected at `t`) and an agent
 /// health report, and was last seen over QUIC; B has nothing but its name.
 async fn seed_hosts(state: &AppState, t: Millis) {
-    let store = &state.store;
-    store
-        .create_enrollment_token(EnrollmentToken {
-            id: "enroll1".into(),
-            secret_hash: secrets::hash_secret("enroll-secret"),
-            host_group: Some("web".into()),
-            cidrs: Vec::new(),
-            max_per_day: None,
-            expires_at: None,
-            created_at: T0 - 1000,
-            revoked_at: None,
-        })
-        .await
-        .expect("token");
-    for (id, hostname) in [(HOST_A, "web-1"), (HOST_B, "db-1")] {
-        let host = NewHost {
+    let token = EnrollmentToken {
+        id: "enroll1".into(),
+        secret_hash: secrets::hash_secret("enroll-secret"),
+        host_group: Some("web".into()),
+        cidrs: Vec::new(),
+        max_per_day: None,
+        expires_at: None,
+        created_at: T0 - 1000,
+        revoked_at: None,
+    };
+    let hosts: Vec<NewHost> = [(HOST_A, "web-1"), (HOST_B, "db-1")]
+        .into_iter()
+        .map(|(id, hostname)| NewHost {
             id: id.into(),
             hostname: hostname.into(),
             host_group: Some("web".into()),
@@ -242,13 +131,19 @@ async fn seed_hosts(state: &AppState, t: Millis) {
             enrolled_from: "192.0.2.10".into(),
             token_id: "enroll1".into(),
             cert_sha256: "ab".repeat(32),
-        };
-        store
-            .enroll_host("enroll1", T0, pass, host)
-            .await
-            .expect("store")
-            .expect("enrolled");
-    }
+        })
+        .collect();
+    state
+        .db
+        .write("seed", move |tx| {
+            crate::enrollment::store::create_token(tx, &token)?;
+            for host in &hosts {
+                crate::enrollment::store::enroll_host(tx, T0, host)?.expect("enrolled");
+            }
+            Ok(())
+        })
+        .await
+        .expect("seed hosts");
     let facts = pb::HostFacts {
         hostname: "web-1".into(),
         os_pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
@@ -312,15 +207,16 @@ async fn seed_hosts(state: &AppState, t: Millis) {
             body: RecordBody::AgentHealth(health),
         },
     ];
-    store
-        .store_records(HOST_A, t, &records)
+    let records: Vec<crate::hosts::ingest::AgentRecord> = records.iter().map(Into::into).collect();
+    state
+        .db
+        .write("seed", move |tx| {
+            crate::hosts::ingest::store_records(tx, HOST_A, t, &records)?;
+            crate::hosts::store::seen(tx, HOST_A, t, Transport::Quic)?;
+            crate::hosts::store::set_spool_dropped(tx, HOST_A, 17)
+        })
         .await
         .expect("records");
-    store.host_seen(HOST_A, t, "quic").await.expect("seen");
-    store
-        .set_spool_dropped(HOST_A, 17)
-        .await
-        .expect("spool drops");
 }
 
 fn assert_security_headers(reply: &Reply) {
@@ -444,9 +340,12 @@ async fn login_sets_a_strict_host_cookie_and_creates_a_session() {
     );
 
     let now = crate::now_millis();
+    let hash = secrets::hash_secret(&value);
     let (session, user) = state
-        .store
-        .session(&secrets::hash_secret(&value), now)
+        .db
+        .read("test", move |tx| {
+            crate::identity::store::session(tx, &hash, now)
+        })
         .await
         .expect("store")
         .expect("session exists");
@@ -456,16 +355,16 @@ async fn login_sets_a_strict_host_cookie_and_creates_a_session() {
     let idle = 30 * 60 * 1000;
     assert!(session.expires_at > now && session.expires_at <= session.created_at + idle);
 
-    let audit = state.store.audit_events(10).await.expect("audit");
+    let audit = super::testing::audit(&state, 10).await;
     assert_eq!(audit.len(), 1);
     let event = &audit[0];
     assert_eq!(
+        (event.action, event.outcome, &event.actor),
         (
-            event.action.as_str(),
-            event.outcome.as_str(),
-            event.actor.as_str()
-        ),
-        ("auth.login", "success", "user:alice")
+            Action::AuthLogin,
+            Outcome::Success,
+            &Actor::User("alice".into())
+        )
     );
     assert_eq!(event.source_ip.as_deref(), Some("192.0.2.7"));
     assert_eq!(event.user_agent.as_deref(), Some("test-browser/1.0"));
@@ -513,10 +412,16 @@ async fn wrong_password_and_unknown_user_fail_the_same_way() {
         |r: &Reply, name: &str| r.body.replace(r.request_id(), "ID").replace(name, "NAME");
     assert_eq!(normalize(&wrong, "alice"), normalize(&unknown, "mallory"));
 
-    let audit = state.store.audit_events(10).await.expect("audit");
+    let audit = super::testing::audit(&state, 10).await;
     let mut rows: Vec<(String, String, String)> = audit
         .iter()
-        .map(|e| (e.action.clone(), e.outcome.clone(), e.actor.clone()))
+        .map(|e| {
+            (
+                e.action.to_string(),
+                e.outcome.as_str().to_owned(),
+                e.actor.to_string(),
+            )
+        })
         .collect();
     rows.sort();
     assert_eq!(
@@ -567,8 +472,10 @@ async fn expired_sessions_are_refused_and_use_moves_expiry_within_the_lifetime()
     let state = state_with_config(config);
     create_user(&state, "alice").await;
     let user = state
-        .store
-        .user_by_name("alice")
+        .db
+        .read("test", |tx| {
+            crate::identity::store::user_by_name(tx, "alice")
+        })
         .await
         .expect("store")
         .expect("user");
@@ -581,16 +488,20 @@ async fn expired_sessions_are_refused_and_use_moves_expiry_within_the_lifetime()
         source_ip: "192.0.2.7".into(),
         user_agent: "test".into(),
     };
+    let sessions = [
+        new_session("expired", now - 120_000, now - 1),
+        new_session("old", now - 90_000, now + 5_000),
+    ];
     state
-        .store
-        .create_session(new_session("expired", now - 120_000, now - 1))
+        .db
+        .write("test", move |tx| {
+            for s in &sessions {
+                crate::identity::store::create_session(tx, s)?;
+            }
+            Ok(())
+        })
         .await
-        .expect("session");
-    state
-        .store
-        .create_session(new_session("old", now - 90_000, now + 5_000))
-        .await
-        .expect("session");
+        .expect("sessions");
     let app = app(&state);
 
     let reply = send(&app, get("/hosts", Some("expired"))).await;
@@ -600,9 +511,12 @@ async fn expired_sessions_are_refused_and_use_moves_expiry_within_the_lifetime()
     // lifetime caps it at created + 100 s.
     let reply = send(&app, get("/hosts", Some("old"))).await;
     assert_eq!(reply.status, StatusCode::OK);
+    let hash = secrets::hash_secret("old");
     let (session, _) = state
-        .store
-        .session(&secrets::hash_secret("old"), now)
+        .db
+        .read("test", move |tx| {
+            crate::identity::store::session(tx, &hash, now)
+        })
         .await
         .expect("store")
         .expect("session still valid");
@@ -873,9 +787,12 @@ async fn cross_origin_posts_with_a_cookie_are_refused() {
     let app = app(&state);
     let session_alive = || async {
         let now = crate::now_millis();
+        let hash = secrets::hash_secret(&cookie);
         state
-            .store
-            .session(&secrets::hash_secret(&cookie), now)
+            .db
+            .read("test", move |tx| {
+                crate::identity::store::session(tx, &hash, now)
+            })
             .await
             .expect("store")
             .is_some()
@@ -916,10 +833,10 @@ async fn cross_origin_posts_with_a_cookie_are_refused() {
     assert!(reply.header(header::SET_COOKIE).contains("Max-Age=0"));
     assert!(!session_alive().await, "logout ends the session");
 
-    let audit = state.store.audit_events(10).await.expect("audit");
+    let audit = super::testing::audit(&state, 10).await;
     assert_eq!(
-        (audit[0].action.as_str(), audit[0].actor.as_str()),
-        ("auth.logout", "user:alice")
+        (audit[0].action, &audit[0].actor),
+        (Action::AuthLogout, &Actor::User("alice".into()))
     );
 }
 

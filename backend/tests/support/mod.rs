@@ -71,10 +71,55 @@ pub fn agent_bin() -> PathBuf {
     dir.join("palisade-agent")
 }
 
+/// The database a test's backend runs on: SQLite in its data directory, or
+/// a fresh database on the run's throwaway PostgreSQL cluster.
+pub struct TestDb {
+    pg: Option<palisade_testkit::pg::TestDatabase>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        TestDb { pg: None }
+    }
+
+    pub fn postgres() -> TestDb {
+        let database = palisade_testkit::pg::database()
+            .unwrap_or_else(|e| panic!("a PostgreSQL test database: {e}"));
+        TestDb { pg: Some(database) }
+    }
+
+    /// The `--database` URL, or None for SQLite in the data directory.
+    pub fn url(&self) -> Option<String> {
+        self.pg.as_ref().map(|d| d.url())
+    }
+}
+
+/// Makes `sqlite::<name>` and `postgres::<name>` tests of each async
+/// function `<name>(TestDb)` listed.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::support::TestDb::sqlite()).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::support::TestDb::postgres()).await
+            })*
+        }
+    };
+}
+
 /// A running backend. Killed when dropped.
 pub struct Backend {
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
+    /// `--database`, when not SQLite in the data directory.
+    pub database: Option<String>,
     child: Option<Child>,
 }
 
@@ -91,12 +136,28 @@ impl Backend {
 
     /// Starts a backend on `listen` with extra server-certificate names.
     pub fn start_with(data_dir: &Path, listen: &str, server_names: &[&str]) -> Backend {
+        Self::start_db(data_dir, listen, server_names, &TestDb::sqlite())
+    }
+
+    /// Starts a backend on a free port and the database `db`.
+    pub fn start_in(data_dir: &Path, db: &TestDb) -> Backend {
+        Self::start_db(data_dir, "127.0.0.1:0", &[], db)
+    }
+
+    /// Starts a backend on `listen`, with extra server-certificate names, on
+    /// the database `db`.
+    pub fn start_db(data_dir: &Path, listen: &str, server_names: &[&str], db: &TestDb) -> Backend {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(data_dir.with_extension("backend.log"))
             .expect("log file");
-        let mut child = Command::new(backend_bin())
+        let database = db.url();
+        let mut cmd = Command::new(backend_bin());
+        if let Some(url) = &database {
+            cmd.arg("--database").arg(url);
+        }
+        let mut child = cmd
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .arg("--listen")
@@ -131,8 +192,21 @@ impl Backend {
         Backend {
             data_dir: data_dir.to_owned(),
             addr,
+            database,
             child: Some(child),
         }
+    }
+
+    /// Opens this backend's database from the test, to audit what it stored.
+    pub async fn db(&self) -> palisade_backend::db::Db {
+        let url = match &self.database {
+            Some(url) => palisade_backend::db::DatabaseUrl::parse(url).expect("database url"),
+            None => palisade_backend::db::DatabaseUrl::sqlite_in(&self.data_dir),
+        };
+        tokio::task::spawn_blocking(move || palisade_backend::db::Db::open(&url))
+            .await
+            .expect("open task")
+            .expect("open the backend's database")
     }
 
     pub fn pid(&self) -> u32 {
@@ -141,8 +215,11 @@ impl Backend {
 
     /// Runs an administrative command against this backend's data directory.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(backend_bin())
-            .arg("--data-dir")
+        let mut cmd = Command::new(backend_bin());
+        if let Some(url) = &self.database {
+            cmd.arg("--database").arg(url);
+        }
+        cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .args(args)
             .output()

@@ -1,0 +1,546 @@
+//! Signed commands to agents: what an operator may ask for, how a command is
+//! signed and stored, and how it reaches the agent.
+//!
+//! - this file: the model, request parsing, signing, issuing and delivery;
+//! - [`store`]: the queries, including applying an agent's result;
+//! - [`api`]: `POST/GET /api/v1/hosts/{id}/commands`, `GET /api/v1/commands/{id}`.
+//!
+//! A command is a `palisade.v1.Command` (agent id, a fresh UUID as command
+//! id, issued-at, expiry, the typed action) encoded once, signed once with
+//! the command-signing key over `"palisade-command-v1" || 0x00 || bytes`,
+//! and stored with its signature. Every delivery sends exactly those stored
+//! bytes, so a redelivery is byte-identical and control can recognise it.
+//!
+//! Delivery is at-least-once, execution at-most-once: a command is handed
+//! to the agent's live connection when it is created and again at every
+//! connection of the agent while it is pending or delivered without a result
+//! and unexpired (a delivery can be lost with its connection). Control
+//! records each id durably before running it and refuses a second delivery
+//! as a replay; the store keeps only the first result of a command, so that
+//! refusal of a redelivery never overwrites it. If control's result of the
+//! first delivery itself was lost (control killed mid-run), the replay
+//! refusal becomes the stored result: honest, the command ran at most once
+//! and its outcome is unknown.
+
+use palisade_proto::frame::encode_body;
+use palisade_proto::msg::{
+    CommandAction, TypedCommand, command_signing_message, validate_unit_name,
+};
+use palisade_proto::pb;
+
+use crate::audit::{Action, Actor, NewAuditEvent, Outcome};
+use crate::db::{DbError, Millis};
+use crate::state::AppState;
+
+pub mod api;
+pub mod store;
+
+/// What a command does, as stored (`commands.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    Ping,
+    RestartService,
+    RefreshInventory,
+}
+
+impl CommandKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Ping => "ping",
+            CommandKind::RestartService => "restart_service",
+            CommandKind::RefreshInventory => "refresh_inventory",
+        }
+    }
+
+    pub fn of(action: &CommandAction) -> CommandKind {
+        match action {
+            CommandAction::Ping => CommandKind::Ping,
+            CommandAction::RestartService { .. } => CommandKind::RestartService,
+            CommandAction::RefreshInventory => CommandKind::RefreshInventory,
+        }
+    }
+}
+
+impl std::str::FromStr for CommandKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<CommandKind, String> {
+        match s {
+            "ping" => Ok(CommandKind::Ping),
+            "restart_service" => Ok(CommandKind::RestartService),
+            "refresh_inventory" => Ok(CommandKind::RefreshInventory),
+            other => Err(format!("unknown command type {other:?}")),
+        }
+    }
+}
+
+/// Where a command stands. Stored as the lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandStatus {
+    /// Signed and stored, not handed to a connection yet.
+    Pending,
+    /// Queued on the agent's connection; no result yet.
+    Delivered,
+    Succeeded,
+    Failed,
+    /// Control refused it; nothing ran (the error says why).
+    Rejected,
+    /// Expired before it was ever delivered, so it never ran.
+    Expired,
+}
+
+impl CommandStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandStatus::Pending => "pending",
+            CommandStatus::Delivered => "delivered",
+            CommandStatus::Succeeded => "succeeded",
+            CommandStatus::Failed => "failed",
+            CommandStatus::Rejected => "rejected",
+            CommandStatus::Expired => "expired",
+        }
+    }
+
+    /// True once the agent's result is in.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CommandStatus::Succeeded | CommandStatus::Failed | CommandStatus::Rejected
+        )
+    }
+}
+
+impl std::str::FromStr for CommandStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(CommandStatus::Pending),
+            "delivered" => Ok(CommandStatus::Delivered),
+            "succeeded" => Ok(CommandStatus::Succeeded),
+            "failed" => Ok(CommandStatus::Failed),
+            "rejected" => Ok(CommandStatus::Rejected),
+            "expired" => Ok(CommandStatus::Expired),
+            other => Err(format!("unknown command status {other:?}")),
+        }
+    }
+}
+
+/// A signed command to store, before anything was sent.
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    /// A UUID, also the id inside the signed command.
+    pub id: String,
+    pub host_id: String,
+    pub kind: CommandKind,
+    /// The request as JSON, e.g. `{"type":"restart_service","unit":"nginx.service"}`.
+    pub payload: serde_json::Value,
+    pub requested_by: Actor,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+    /// The encoded `Command`, exactly as signed.
+    pub command_bytes: Vec<u8>,
+    /// The Ed25519 signature over the context and `command_bytes`.
+    pub signature: Vec<u8>,
+}
+
+/// A stored command and, once it arrived, its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRow {
+    pub id: String,
+    pub host_id: String,
+    pub kind: CommandKind,
+    pub payload: serde_json::Value,
+    pub requested_by: Actor,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+    pub command_bytes: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub status: CommandStatus,
+    pub delivered_at: Option<Millis>,
+    pub exit_code: Option<i32>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    /// The agent's clock.
+    pub started_at: Option<Millis>,
+    /// The agent's clock.
+    pub finished_at: Option<Millis>,
+    /// The backend's clock when the result was stored.
+    pub result_received_at: Option<Millis>,
+}
+
+/// An agent's result of a command (a command-result record).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandResult {
+    /// Empty when control refused something it could not even verify.
+    pub command_id: String,
+    pub status: CommandStatus,
+    pub exit_code: i32,
+    pub output: String,
+    pub error: Option<String>,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+}
+
+impl CommandResult {
+    /// The result a record carries; `None` for a status a result cannot
+    /// have (the decoder already refuses those).
+    pub fn from_wire(r: &pb::CommandResult) -> Option<CommandResult> {
+        let status = match pb::CommandStatus::try_from(r.status).ok()? {
+            pb::CommandStatus::Succeeded => CommandStatus::Succeeded,
+            pb::CommandStatus::Failed => CommandStatus::Failed,
+            pb::CommandStatus::Rejected => CommandStatus::Rejected,
+            pb::CommandStatus::Unspecified => return None,
+        };
+        Some(CommandResult {
+            command_id: r.command_id.clone(),
+            status,
+            exit_code: r.exit_code,
+            output: r.output.clone(),
+            error: (!r.error.is_empty()).then(|| r.error.clone()),
+            started_at: r.started_at_unix_ms,
+            finished_at: r.finished_at_unix_ms,
+        })
+    }
+}
+
+/// A request the API refuses, with the sentence the client sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+/// Expiry of a command when the request names none.
+pub const DEFAULT_EXPIRES_IN_SECS: u64 = 300;
+/// The longest expiry a request may ask for (control refuses longer ones).
+pub const MAX_EXPIRES_IN_SECS: u64 = 24 * 60 * 60;
+/// Largest request body accepted.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+/// Commands handed to a connection at once when an agent connects (the
+/// connection's queue holds 64).
+const DELIVERY_BATCH: u32 = 32;
+
+/// A validated request for a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRequest {
+    pub action: CommandAction,
+    pub expires_in_secs: u64,
+}
+
+impl CommandRequest {
+    /// The request as stored in `commands.payload` (without the expiry,
+    /// which has its own column).
+    pub fn payload(&self) -> serde_json::Value {
+        match &self.action {
+            CommandAction::RestartService { unit } => {
+                serde_json::json!({ "type": self.action.kind(), "unit": unit })
+            }
+            CommandAction::Ping | CommandAction::RefreshInventory => {
+                serde_json::json!({ "type": self.action.kind() })
+            }
+        }
+    }
+}
+
+/// `text` cut to `max` characters, for echoing user input in an error.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// Parses the JSON body of `POST /api/v1/hosts/{id}/commands`:
+/// `{"type":"ping"}`, `{"type":"restart_service","unit":"nginx.service"}`,
+/// `{"type":"refresh_inventory"}`, each with an optional `"expires_in_secs"`
+/// (1 to [`MAX_EXPIRES_IN_SECS`], default [`DEFAULT_EXPIRES_IN_SECS`]).
+/// Unknown fields are refused. The error is a sentence for the client.
+pub fn parse_request(body: &[u8]) -> Result<CommandRequest, RequestError> {
+    parse_request_inner(body).map_err(RequestError)
+}
+
+fn parse_request_inner(body: &[u8]) -> Result<CommandRequest, String> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(format!("the body is larger than {MAX_REQUEST_BYTES} bytes"));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| "the body must be a JSON object".to_owned())?;
+    const TYPES: &str = "ping, restart_service or refresh_inventory";
+    let kind = match object.get("type") {
+        Some(serde_json::Value::String(kind)) => kind.as_str(),
+        _ => return Err(format!("\"type\" is required: {TYPES}")),
+    };
+    let allowed: &[&str] = match kind {
+        "ping" | "refresh_inventory" => &["type", "expires_in_secs"],
+        "restart_service" => &["type", "unit", "expires_in_secs"],
+        other => {
+            return Err(format!(
+                "unknown command type {:?} (expected {TYPES})",
+                shorten(other, 64)
+            ));
+        }
+    };
+    if let Some(unknown) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown field {:?} for a {kind} command",
+            shorten(unknown, 64)
+        ));
+    }
+    let expires_in_secs = match object.get("expires_in_secs") {
+        None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN_SECS,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_EXPIRES_IN_SECS).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "\"expires_in_secs\" must be a whole number from 1 to {MAX_EXPIRES_IN_SECS}"
+                )
+            })?,
+    };
+    let action = match kind {
+        "ping" => CommandAction::Ping,
+        "refresh_inventory" => CommandAction::RefreshInventory,
+        _ => {
+            let unit = match object.get("unit") {
+                Some(serde_json::Value::String(unit)) => unit,
+                _ => return Err("\"unit\" is required for restart_service".to_owned()),
+            };
+            validate_unit_name(unit).map_err(|e| format!("invalid unit: {e}"))?;
+            CommandAction::RestartService { unit: unit.clone() }
+        }
+    };
+    Ok(CommandRequest {
+        action,
+        expires_in_secs,
+    })
+}
+
+/// Who asked, for the command row and the audit log.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    pub actor: Actor,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The HTTP request's id, recorded in the audit details.
+    pub request_id: String,
+}
+
+/// Builds and signs the command `request` for `host_id`, stores it with its
+/// audit event (`command.create`) in one transaction, and hands it to the
+/// agent's connection if it is online. Returns the row as it stands
+/// afterwards.
+pub async fn issue(
+    state: &AppState,
+    host_id: &str,
+    request: &CommandRequest,
+    requester: Requester,
+    now: Millis,
+) -> Result<CommandRow, DbError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let expires_in_ms = i64::try_from(request.expires_in_secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    let expires_at = now.saturating_add(expires_in_ms);
+    let command = TypedCommand {
+        agent_id: host_id.to_owned(),
+        command_id: id.clone(),
+        issued_at_unix_ms: now,
+        expires_at_unix_ms: expires_at,
+        action: request.action.clone(),
+    };
+    let command_bytes = encode_body(&pb::Command::from(command)).to_vec();
+    let signature = state
+        .pki
+        .sign_command(&command_signing_message(&command_bytes))
+        .to_vec();
+    let payload = request.payload();
+    let event = NewAuditEvent::new(
+        now,
+        requester.actor.clone(),
+        Action::CommandCreate,
+        Outcome::Success,
+    )
+    .target(host_id)
+    .from_client(requester.source_ip.clone(), requester.user_agent.clone())
+    .details(serde_json::json!({
+        "command_id": id,
+        "command": payload,
+        "expires_at": expires_at,
+        "request_id": requester.request_id,
+    }));
+    let new = NewCommand {
+        id: id.clone(),
+        host_id: host_id.to_owned(),
+        kind: CommandKind::of(&request.action),
+        payload,
+        requested_by: requester.actor,
+        source_ip: requester.source_ip,
+        user_agent: requester.user_agent,
+        issued_at: now,
+        expires_at,
+        command_bytes,
+        signature,
+    };
+    let row = state
+        .db
+        .write("create command", move |tx| {
+            let row = store::create(tx, &new)?;
+            crate::audit::store::append(tx, &event)?;
+            Ok(row)
+        })
+        .await?;
+    tracing::info!(command_id = %id, host_id, action = request.action.kind(), "command created");
+    if deliver(state, &row, now).await? {
+        let lookup = id.clone();
+        let current = state
+            .db
+            .read("load command", move |tx| store::get(tx, &lookup))
+            .await?;
+        return Ok(current.unwrap_or(row));
+    }
+    Ok(row)
+}
+
+/// Hands the stored command to its agent's live connection, if there is one
+/// with room in its queue, and records the delivery. False when it stays
+/// pending (it goes out at the agent's next connection).
+async fn deliver(state: &AppState, row: &CommandRow, now: Millis) -> Result<bool, DbError> {
+    let signed = pb::SignedCommand {
+        command: row.command_bytes.clone(),
+        signature: row.signature.clone(),
+    };
+    if !state.registry.send_command(&row.host_id, signed) {
+        return Ok(false);
+    }
+    let id = row.id.clone();
+    state
+        .db
+        .write("record command delivery", move |tx| {
+            store::delivered(tx, &id, now)
+        })
+        .await?;
+    tracing::info!(command_id = %row.id, host_id = %row.host_id, "command delivered to the agent's connection");
+    Ok(true)
+}
+
+/// Delivers `agent_id`'s commands that are still due (see the module
+/// documentation) to the connection it just opened. Call it once the
+/// connection is in the registry. It never fails the connection: errors are
+/// logged, and what was not delivered goes out at the next connection.
+pub async fn deliver_pending(state: &AppState, agent_id: &str, now: Millis) {
+    let host = agent_id.to_owned();
+    let due = match state
+        .db
+        .write("commands to deliver", move |tx| {
+            store::to_deliver(tx, &host, now, DELIVERY_BATCH)
+        })
+        .await
+    {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(agent_id, error = %e, "cannot load the agent's pending commands");
+            return;
+        }
+    };
+    for row in due {
+        match deliver(state, &row, now).await {
+            Ok(true) => {}
+            // Gone again, or its queue is full: the rest waits for the next connection.
+            Ok(false) => break,
+            Err(e) => {
+                tracing::error!(agent_id, command_id = %row.id, error = %e, "cannot record a command delivery");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<CommandRequest, String> {
+        parse_request(body.as_bytes()).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn the_three_commands_parse() {
+        assert_eq!(
+            parse(r#"{"type":"ping"}"#),
+            Ok(CommandRequest {
+                action: CommandAction::Ping,
+                expires_in_secs: DEFAULT_EXPIRES_IN_SECS
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"restart_service","unit":"nginx.service","expires_in_secs":60}"#),
+            Ok(CommandRequest {
+                action: CommandAction::RestartService {
+                    unit: "nginx.service".into()
+                },
+                expires_in_secs: 60
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"refresh_inventory","expires_in_secs":86400}"#).map(|r| r.action),
+            Ok(CommandAction::RefreshInventory)
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        for (body, expected) in [
+            ("", "not JSON"),
+            ("[]", "JSON object"),
+            (r#"{"unit":"a.service"}"#, "\"type\" is required"),
+            (r#"{"type":"reboot"}"#, "unknown command type \"reboot\""),
+            (
+                r#"{"type":"ping","unit":"a.service"}"#,
+                "unknown field \"unit\"",
+            ),
+            (r#"{"type":"restart_service"}"#, "\"unit\" is required"),
+            (
+                r#"{"type":"restart_service","unit":"*.service"}"#,
+                "invalid unit",
+            ),
+            (
+                r#"{"type":"restart_service","unit":"-x.service"}"#,
+                "invalid unit",
+            ),
+            (
+                r#"{"type":"restart_service","unit":"nginx"}"#,
+                "invalid unit",
+            ),
+            (r#"{"type":"ping","expires_in_secs":0}"#, "expires_in_secs"),
+            (
+                r#"{"type":"ping","expires_in_secs":86401}"#,
+                "expires_in_secs",
+            ),
+            (r#"{"type":"ping","expires_in_secs":-5}"#, "expires_in_secs"),
+            (
+                r#"{"type":"ping","expires_in_secs":"60"}"#,
+                "expires_in_secs",
+            ),
+        ] {
+            let err = parse(body).expect_err(body);
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+        let huge = format!(
+            r#"{{"type":"ping","x":"{}"}}"#,
+            "a".repeat(MAX_REQUEST_BYTES)
+        );
+        assert!(parse(&huge).is_err());
+    }
+
+    #[test]
+    fn the_payload_names_type_and_unit() {
+        let r = parse(r#"{"type":"restart_service","unit":"nginx.service"}"#).expect("valid");
+        assert_eq!(
+            r.payload(),
+            serde_json::json!({ "type": "restart_service", "unit": "nginx.service" })
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Versioned schema migrations, one list per dialect with the same versions.
+//!
+//! Files live under `backend/migrations/<dialect>/NNNN_name.sql` and are
+//! embedded in the binary. A file, once released, is never edited: a change
+//! is a new file in both dialects (a tidy test checks that every version
+//! exists for every dialect). Each migration is applied in its own
+//! transaction and recorded in `schema_migrations`; replicas starting
+//! together serialize on [`Lock::Migrations`].
+//!
+//! A database whose newest version is beyond what this build knows was
+//! written by a newer release: it is refused before anything is written.
+
+use super::{Db, DbError, Dialect, Lock, Result, Tx};
+
+/// One migration of one dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: u32,
+    /// The file name without `.sql`, e.g. `0001_init`.
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! migrations {
+    ($dialect:literal: $($version:literal $name:literal),* $(,)?) => {
+        &[$(Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../migrations/", $dialect, "/", $name, ".sql")),
+        }),*]
+    };
+}
+
+/// Every SQLite migration this build knows, in order.
+pub const SQLITE: &[Migration] = migrations!("sqlite":
+    1 "0001_init",
+    2 "0002_commands",
+    3 "0003_spool_dropped",
+    4 "0004_metrics_at_scale",
+);
+
+/// Every PostgreSQL migration this build knows, in order.
+pub const POSTGRES: &[Migration] = migrations!("postgres":
+    1 "0001_init",
+    2 "0002_commands",
+    3 "0003_spool_dropped",
+    4 "0004_metrics_at_scale",
+);
+
+pub fn for_dialect(dialect: Dialect) -> &'static [Migration] {
+    match dialect {
+        Dialect::Sqlite => SQLITE,
+        Dialect::Postgres => POSTGRES,
+    }
+}
+
+/// The newest schema version this build knows for `dialect`.
+pub fn newest_known(dialect: Dialect) -> u32 {
+    for_dialect(dialect).last().map_or(0, |m| m.version)
+}
+
+/// The newest version applied to the database, 0 for an empty database.
+/// Reads only.
+pub fn current_version(tx: &mut Tx<'_>) -> Result<u32> {
+    let exists_sql = match tx.dialect() {
+        Dialect::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        }
+        Dialect::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
+        }
+    };
+    let exists: i64 = tx.query_one(exists_sql, &[], |row| row.get(0))?;
+    if exists == 0 {
+        return Ok(0);
+    }
+    let newest: Option<i64> =
+        tx.query_one("SELECT MAX(version) FROM schema_migrations", &[], |row| {
+            row.get(0)
+        })?;
+    let newest = newest.unwrap_or(0);
+    u32::try_from(newest)
+        .map_err(|_| DbError::Corrupt(format!("schema_migrations holds version {newest}")))
+}
+
+/// Refuses a database written by a newer release. Reads only.
+pub fn check_not_newer(tx: &mut Tx<'_>) -> Result<()> {
+    let found = current_version(tx)?;
+    let known = newest_known(tx.dialect());
+    if found > known {
+        return Err(DbError::SchemaTooNew { found, known });
+    }
+    Ok(())
+}
+
+/// Applies every migration the database does not have yet.
+pub fn apply(db: &Db) -> Result<()> {
+    let dialect = db.dialect();
+    db.write_blocking("migrate: schema_migrations", |tx| {
+        tx.lock(Lock::Migrations)?;
+        tx.batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    BIGINT PRIMARY KEY,
+                 applied_at BIGINT NOT NULL
+             )",
+        )
+    })?;
+    for migration in for_dialect(dialect) {
+        let applied = db
+            .write_blocking("migrate", |tx| {
+                tx.lock(Lock::Migrations)?;
+                // Another replica may have applied it while this one waited.
+                check_not_newer(tx)?;
+                let done: Option<i64> = tx.query_opt(
+                    "SELECT version FROM schema_migrations WHERE version = $1",
+                    crate::params![migration.version],
+                    |row| row.get(0),
+                )?;
+                if done.is_some() {
+                    return Ok(false);
+                }
+                tx.batch(migration.sql)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                    crate::params![migration.version, crate::now_millis()],
+                )?;
+                Ok(true)
+            })
+            .map_err(|e| match e {
+                e @ DbError::SchemaTooNew { .. } => e,
+                e => DbError::Migration {
+                    version: migration.version,
+                    reason: e.to_string(),
+                },
+            })?;
+        if applied {
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                dialect = dialect.as_str(),
+                "applied database migration"
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Hosts: what an enrolled agent tells about its machine, and how it is
+//! doing.
+//!
+//! - this file: the model ([`Host`], [`NewHost`], [`HostFacts`],
+//!   [`AgentHealth`]) and the conversion from the wire;
+//! - [`store`]: host queries (the list is one query, latest sample joined);
+//! - [`ingest`]: storing an agent's records: idempotent on (host, seq), each
+//!   kind applied by the domain that owns it, all in one transaction;
+//! - [`api`]: `GET /api/v1/hosts`, `GET /api/v1/hosts/{id}`;
+//! - [`ui`]: the host list and host pages.
+//!
+//! Invariants: a record is applied once (the ledger `host_records`, or the
+//! sample's own key); facts and health describe "now", so only a newer
+//! record replaces them; `stored_up_to_seq` only grows.
+
+use palisade_proto::pb;
+use serde::{Deserialize, Serialize};
+
+use crate::db::Millis;
+use crate::uplink::Transport;
+
+pub mod api;
+pub mod ingest;
+pub mod store;
+pub mod ui;
+
+/// A host to create at enrollment.
+#[derive(Debug, Clone)]
+pub struct NewHost {
+    /// The agent id (a UUID), also the CN of its certificate.
+    pub id: String,
+    pub hostname: String,
+    pub host_group: Option<String>,
+    pub enrolled_at: Millis,
+    pub enrolled_from: String,
+    pub token_id: String,
+    /// Hex SHA-256 of the issued certificate (DER).
+    pub cert_sha256: String,
+}
+
+/// A stored host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    pub id: String,
+    pub hostname: String,
+    pub host_group: Option<String>,
+    pub os_pretty_name: Option<String>,
+    pub os_id: Option<String>,
+    pub os_version_id: Option<String>,
+    pub kernel_release: Option<String>,
+    pub architecture: Option<String>,
+    pub cpu_count: Option<u32>,
+    pub memory_total_bytes: Option<u64>,
+    pub enrolled_at: Millis,
+    pub enrolled_from: String,
+    pub cert_sha256: String,
+    pub last_seen: Option<Millis>,
+    /// The transport of the most recent connection.
+    pub last_transport: Option<Transport>,
+    /// Highest record sequence stored for this host (0: none).
+    pub stored_up_to_seq: u64,
+    /// Records the agent's spool dropped because it was full, as the agent
+    /// last reported (0: none, or not reported yet).
+    pub spool_dropped_total: u64,
+    /// The latest agent health report.
+    pub agent_health: Option<AgentHealth>,
+    pub revoked_at: Option<Millis>,
+}
+
+/// What the agent reports about its machine (a facts record).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub os_pretty_name: Option<String>,
+    pub os_id: Option<String>,
+    pub os_version_id: Option<String>,
+    pub kernel_release: Option<String>,
+    pub architecture: Option<String>,
+    pub cpu_count: Option<u32>,
+    pub memory_total_bytes: Option<u64>,
+}
+
+/// proto3 sends "unknown" as the empty string or zero.
+fn known(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl From<&pb::HostFacts> for HostFacts {
+    /// The decoder already refused a facts record without a hostname.
+    fn from(f: &pb::HostFacts) -> HostFacts {
+        HostFacts {
+            hostname: f.hostname.clone(),
+            os_pretty_name: known(&f.os_pretty_name),
+            os_id: known(&f.os_id),
+            os_version_id: known(&f.os_version_id),
+            kernel_release: known(&f.kernel_release),
+            architecture: known(&f.architecture),
+            cpu_count: (f.cpu_count != 0).then_some(f.cpu_count),
+            memory_total_bytes: (f.memory_total_bytes != 0).then_some(f.memory_total_bytes),
+        }
+    }
+}
+
+/// The agent's report on its own processes. Stored as JSON; read leniently
+/// (an older or newer agent may have written fewer or more fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    #[serde(default)]
+    pub children: Vec<ChildHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildHealth {
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub healthy: bool,
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default)]
+    pub sandbox: String,
+}
+
+impl From<&pb::AgentHealth> for AgentHealth {
+    fn from(h: &pb::AgentHealth) -> AgentHealth {
+        AgentHealth {
+            children: h
+                .children
+                .iter()
+                .map(|c| ChildHealth {
+                    role: c.role.clone(),
+                    pid: c.pid,
+                    healthy: c.healthy,
+                    restarts: c.restarts,
+                    sandbox: c.sandbox.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Longest host id looked up (ids are UUIDs; anything longer is unknown).
+pub const MAX_HOST_ID: usize = 128;

@@ -1,0 +1,204 @@
+//! Host queries.
+
+use super::{AgentHealth, Host, HostFacts, NewHost};
+use crate::db::value::to_json;
+use crate::db::{DbError, Millis, Result, Row, Tx, counter};
+use crate::metrics::Sample;
+use crate::metrics::store::{SAMPLE_COLUMN_COUNT, sample_at, sample_columns};
+use crate::params;
+use crate::uplink::Transport;
+
+const HOST_COLUMNS: &str = "hosts.id, hosts.hostname, hosts.host_group, hosts.os_pretty_name, hosts.os_id, \
+     hosts.os_version_id, hosts.kernel_release, hosts.architecture, hosts.cpu_count, hosts.memory_total_bytes, \
+     hosts.enrolled_at, hosts.enrolled_from, hosts.cert_sha256, hosts.last_seen, hosts.last_transport, \
+     hosts.stored_up_to_seq, hosts.agent_health, hosts.revoked_at, hosts.spool_dropped_total";
+const HOST_COLUMN_COUNT: usize = 19;
+
+fn host_from_row(row: &Row<'_>) -> Result<Host> {
+    let transport: Option<String> = row.get(14)?;
+    let last_transport = transport
+        .map(|t| t.parse::<Transport>().map_err(DbError::Corrupt))
+        .transpose()?;
+    let health: Option<String> = row.get(16)?;
+    let id: String = row.get(0)?;
+    // Our own JSON, but an unreadable report must not hide the host.
+    let agent_health = health.and_then(|text| match serde_json::from_str::<AgentHealth>(&text) {
+        Ok(health) => Some(health),
+        Err(e) => {
+            tracing::warn!(host = %id, error = %e, "stored agent health is unreadable");
+            None
+        }
+    });
+    Ok(Host {
+        hostname: row.get(1)?,
+        host_group: row.get(2)?,
+        os_pretty_name: row.get(3)?,
+        os_id: row.get(4)?,
+        os_version_id: row.get(5)?,
+        kernel_release: row.get(6)?,
+        architecture: row.get(7)?,
+        cpu_count: row.get(8)?,
+        memory_total_bytes: row.get(9)?,
+        enrolled_at: row.get(10)?,
+        enrolled_from: row.get(11)?,
+        cert_sha256: row.get(12)?,
+        last_seen: row.get(13)?,
+        last_transport,
+        stored_up_to_seq: row.get(15)?,
+        agent_health,
+        revoked_at: row.get(17)?,
+        spool_dropped_total: row.get(18)?,
+        id,
+    })
+}
+
+pub fn insert(tx: &mut Tx<'_>, host: &NewHost) -> Result<()> {
+    tx.execute(
+        "INSERT INTO hosts (id, hostname, host_group, enrolled_at, enrolled_from, token_id, cert_sha256)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        params![
+            &host.id,
+            &host.hostname,
+            &host.host_group,
+            host.enrolled_at,
+            &host.enrolled_from,
+            &host.token_id,
+            &host.cert_sha256
+        ],
+    )
+    .map_err(|e| match e {
+        DbError::Conflict { .. } => DbError::Conflict {
+            what: format!("host {:?}", host.id),
+        },
+        e => e,
+    })?;
+    Ok(())
+}
+
+pub fn get(tx: &mut Tx<'_>, id: &str) -> Result<Option<Host>> {
+    tx.query_opt(
+        &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1"),
+        params![id],
+        host_from_row,
+    )
+}
+
+/// Every host with its latest sample, by hostname: one query, whatever the
+/// number of hosts.
+pub fn list_with_latest(tx: &mut Tx<'_>) -> Result<Vec<(Host, Option<Sample>)>> {
+    tx.query(
+        &format!(
+            "SELECT {HOST_COLUMNS}, {} FROM hosts LEFT JOIN host_latest_metrics m ON m.host_id = hosts.id
+             ORDER BY hosts.hostname, hosts.id",
+            sample_columns("m")
+        ),
+        params![],
+        |row| Ok((host_from_row(row)?, sample_at(row, HOST_COLUMN_COUNT)?)),
+    )
+}
+
+/// One host with its latest sample.
+pub fn get_with_latest(tx: &mut Tx<'_>, id: &str) -> Result<Option<(Host, Option<Sample>)>> {
+    debug_assert_eq!(SAMPLE_COLUMN_COUNT, 14);
+    tx.query_opt(
+        &format!(
+            "SELECT {HOST_COLUMNS}, {} FROM hosts LEFT JOIN host_latest_metrics m ON m.host_id = hosts.id
+             WHERE hosts.id = $1",
+            sample_columns("m")
+        ),
+        params![id],
+        |row| Ok((host_from_row(row)?, sample_at(row, HOST_COLUMN_COUNT)?)),
+    )
+}
+
+/// Records a connection (or activity) from the host's agent.
+pub fn seen(tx: &mut Tx<'_>, id: &str, now: Millis, transport: Transport) -> Result<()> {
+    let changed = tx.execute(
+        "UPDATE hosts SET last_seen = $2, last_transport = $3 WHERE id = $1",
+        params![id, now, transport.as_str()],
+    )?;
+    if changed == 0 {
+        return Err(DbError::NotFound {
+            what: format!("host {id:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// Records the agent's count of records its spool dropped because it was
+/// full (sent in every hello).
+pub fn set_spool_dropped(tx: &mut Tx<'_>, id: &str, total: u64) -> Result<()> {
+    let changed = tx.execute(
+        "UPDATE hosts SET spool_dropped_total = $2 WHERE id = $1",
+        params![id, counter(total)],
+    )?;
+    if changed == 0 {
+        return Err(DbError::NotFound {
+            what: format!("host {id:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// The host's stored-up-to sequence, with the host's row locked until the
+/// transaction ends (batches of one host are stored one after the other,
+/// from any connection or replica). `None` for an unknown host.
+pub fn stored_up_to_for_update(tx: &mut Tx<'_>, id: &str) -> Result<Option<u64>> {
+    let sql = format!(
+        "SELECT stored_up_to_seq FROM hosts WHERE id = $1{}",
+        tx.for_update()
+    );
+    tx.query_opt(&sql, params![id], |row| row.get(0))
+}
+
+pub fn set_stored_up_to(tx: &mut Tx<'_>, id: &str, seq: u64) -> Result<()> {
+    tx.execute(
+        "UPDATE hosts SET stored_up_to_seq = $2 WHERE id = $1",
+        params![id, crate::db::seq(seq)?],
+    )?;
+    Ok(())
+}
+
+/// Applies a facts record unless a newer one was already applied.
+pub fn apply_facts(tx: &mut Tx<'_>, id: &str, seq: u64, facts: &HostFacts) -> Result<()> {
+    tx.execute(
+        "UPDATE hosts SET hostname = $2, os_pretty_name = $3, os_id = $4, os_version_id = $5, kernel_release = $6,
+                          architecture = $7, cpu_count = $8, memory_total_bytes = $9, facts_seq = $10
+         WHERE id = $1 AND facts_seq < $10",
+        params![
+            id,
+            &facts.hostname,
+            &facts.os_pretty_name,
+            &facts.os_id,
+            &facts.os_version_id,
+            &facts.kernel_release,
+            &facts.architecture,
+            facts.cpu_count,
+            facts.memory_total_bytes.map(counter),
+            crate::db::seq(seq)?,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Applies a health report unless a newer one was already applied.
+pub fn apply_health(tx: &mut Tx<'_>, id: &str, seq: u64, health: &AgentHealth) -> Result<()> {
+    let json = to_json("agent health", health)?;
+    tx.execute(
+        "UPDATE hosts SET agent_health = $2, agent_health_seq = $3 WHERE id = $1 AND agent_health_seq < $3",
+        params![id, &json, crate::db::seq(seq)?],
+    )?;
+    Ok(())
+}
+
+/// Every stored record sequence of a host, ascending (for audits of the
+/// no-loss guarantee): the ledger and the metric samples.
+pub fn record_seqs(tx: &mut Tx<'_>, id: &str) -> Result<Vec<u64>> {
+    tx.query(
+        "SELECT seq FROM host_records WHERE host_id = $1
+         UNION SELECT seq FROM metric_samples WHERE host_id = $1
+         ORDER BY 1",
+        params![id],
+        |row| row.get(0),
+    )
+}

@@ -1,0 +1,609 @@
+//! The pages: the host list and a host's page (facts, status, metrics with
+//! charts over 1 hour, 24 hours, 7 days or 90 days, agent processes,
+//! commands).
+//!
+//! Handlers gather data and turn it into plain view structs of strings (all
+//! formatting happens here and in [`crate::web::format`]), so templates only lay
+//! them out. Askama escapes every value.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Redirect, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::{AgentHealth, Host, MAX_HOST_ID, store};
+use crate::commands::{CommandRow, CommandStatus};
+use crate::db::Millis;
+use crate::identity::auth::UiUser;
+use crate::metrics::{Resolution, Sample};
+use crate::state::AppState;
+use crate::uplink::registry::Registry;
+use crate::web::format::{self, MISSING};
+use crate::web::layout::Layout;
+use crate::web::{Routes, WebError, html};
+
+/// Most raw samples the one-hour chart draws (one every 5 s).
+const CHART_MAX_SAMPLES: u32 = 720;
+
+pub fn routes() -> Routes {
+    Routes::new()
+        .public("/", get(|| async { Redirect::to("/hosts") }))
+        .user("/hosts", get(hosts_page))
+        .user("/hosts/{id}", get(host_page))
+}
+
+/// How far back a host page's charts reach, and from which series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum ChartRange {
+    #[default]
+    Hour,
+    Day,
+    Week,
+    Quarter,
+}
+
+impl ChartRange {
+    const ALL: [ChartRange; 4] = [
+        ChartRange::Hour,
+        ChartRange::Day,
+        ChartRange::Week,
+        ChartRange::Quarter,
+    ];
+
+    fn parse(s: Option<&str>) -> ChartRange {
+        match s {
+            Some("24h") => ChartRange::Day,
+            Some("7d") => ChartRange::Week,
+            Some("90d") => ChartRange::Quarter,
+            _ => ChartRange::Hour,
+        }
+    }
+
+    fn param(self) -> &'static str {
+        match self {
+            ChartRange::Hour => "1h",
+            ChartRange::Day => "24h",
+            ChartRange::Week => "7d",
+            ChartRange::Quarter => "90d",
+        }
+    }
+
+    fn millis(self) -> Millis {
+        const HOUR: Millis = 3_600_000;
+        match self {
+            ChartRange::Hour => HOUR,
+            ChartRange::Day => 24 * HOUR,
+            ChartRange::Week => 7 * 24 * HOUR,
+            ChartRange::Quarter => 90 * 24 * HOUR,
+        }
+    }
+
+    /// Raw samples for an hour, 1-minute rollups for a day, 1-hour rollups
+    /// beyond: at most a few thousand points whatever the range.
+    fn resolution(self) -> Resolution {
+        match self {
+            ChartRange::Hour => Resolution::Raw,
+            ChartRange::Day => Resolution::Minute,
+            ChartRange::Week | ChartRange::Quarter => Resolution::Hour,
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            ChartRange::Hour => "the last hour",
+            ChartRange::Day => "the last 24 hours",
+            ChartRange::Week => "the last 7 days",
+            ChartRange::Quarter => "the last 90 days",
+        }
+    }
+}
+
+/// A link to a chart range on the host page.
+struct RangeLink {
+    label: &'static str,
+    href: String,
+    current: bool,
+}
+
+/// Whether the host is connected and how, or how it last was.
+struct Status {
+    online: bool,
+    /// "QUIC" or "WSS" when online; offline, the last known one marked as
+    /// such, or `MISSING`.
+    transport: String,
+    connected_since: Option<String>,
+}
+
+impl Status {
+    fn of(host: &Host, registry: &Registry, now: Millis) -> Status {
+        match registry.get(&host.id) {
+            Some(conn) => Status {
+                online: true,
+                transport: conn.transport.as_str().to_uppercase(),
+                connected_since: Some(format!(
+                    "{} ({})",
+                    format::utc(conn.connected_at),
+                    format::age(conn.connected_at, now)
+                )),
+            },
+            None => Status {
+                online: false,
+                transport: match host.last_transport {
+                    Some(t) => format!("{} (last known)", t.as_str().to_uppercase()),
+                    None => MISSING.to_owned(),
+                },
+                connected_since: None,
+            },
+        }
+    }
+}
+
+fn last_seen(host: &Host, now: Millis) -> String {
+    match host.last_seen {
+        Some(at) => format!("{} ({})", format::utc(at), format::age(at, now)),
+        None => "never".to_owned(),
+    }
+}
+
+fn or_missing(value: Option<&str>) -> String {
+    value
+        .filter(|v| !v.is_empty())
+        .unwrap_or(MISSING)
+        .to_owned()
+}
+
+fn percent_or_missing(p: Option<f64>) -> String {
+    p.map_or_else(|| MISSING.to_owned(), format::percent)
+}
+
+// ---------------------------------------------------------------------------
+// Host list
+
+struct HostRow {
+    id: String,
+    hostname: String,
+    os: String,
+    status: Status,
+    last_seen: String,
+    cpu: String,
+    memory: String,
+}
+
+#[derive(Template)]
+#[template(path = "hosts/templates/hosts.html")]
+struct HostsPage {
+    layout: Layout,
+    hosts: Vec<HostRow>,
+    online: usize,
+}
+
+async fn hosts_page(user: UiUser, State(state): State<AppState>) -> Result<Response, WebError> {
+    let now = crate::now_millis();
+    // One query, hosts in hostname order with their latest sample.
+    let hosts = state.db.read("list hosts", store::list_with_latest).await?;
+    let mut rows = Vec::with_capacity(hosts.len());
+    for (host, metrics) in hosts {
+        let status = Status::of(&host, &state.registry, now);
+        rows.push(HostRow {
+            cpu: percent_or_missing(metrics.as_ref().map(|m| m.cpu_percent)),
+            memory: percent_or_missing(
+                metrics.as_ref().and_then(|m| {
+                    format::used_percent(m.memory_used_bytes(), m.memory_total_bytes)
+                }),
+            ),
+            os: or_missing(host.os_pretty_name.as_deref()),
+            last_seen: last_seen(&host, now),
+            status,
+            id: host.id,
+            hostname: host.hostname,
+        });
+    }
+    let online = rows.iter().filter(|r| r.status.online).count();
+    let page = HostsPage {
+        layout: Layout::for_user(&user),
+        hosts: rows,
+        online,
+    };
+    Ok(html(StatusCode::OK, page.render()?))
+}
+
+// ---------------------------------------------------------------------------
+// Host detail
+
+struct Fact {
+    label: &'static str,
+    value: String,
+}
+
+struct MetricsView {
+    collected: String,
+    cpu: String,
+    memory: String,
+    memory_percent: f64,
+    swap: String,
+    swap_percent: f64,
+    load: String,
+    uptime: String,
+    processes: u32,
+    filesystems: Vec<FilesystemView>,
+    network: Vec<NetworkView>,
+}
+
+struct FilesystemView {
+    mount_point: String,
+    device: String,
+    fs_type: String,
+    used: String,
+    total: String,
+    percent: String,
+    percent_value: f64,
+}
+
+struct NetworkView {
+    interface: String,
+    rx: String,
+    tx: String,
+}
+
+/// One process of the agent, from its latest health report.
+struct AgentProcess {
+    role: String,
+    pid: String,
+    healthy: bool,
+    restarts: String,
+    sandbox: String,
+}
+
+/// One command issued to the host, for the commands table.
+struct CommandView {
+    issued: String,
+    /// The action, with its unit for a service restart.
+    what: String,
+    requested_by: String,
+    status: &'static str,
+    /// `online` (succeeded), `bad` (failed, rejected) or `offline` (waiting, expired).
+    badge: &'static str,
+    exit_code: String,
+    finished: String,
+    output: String,
+    error: String,
+}
+
+/// How many of a host's latest commands its page lists.
+const PAGE_COMMANDS: u32 = 20;
+
+fn command_view(c: CommandRow) -> CommandView {
+    let what = match c.payload.get("unit").and_then(serde_json::Value::as_str) {
+        Some(unit) => format!("{} {unit}", c.kind.as_str()),
+        None => c.kind.as_str().to_owned(),
+    };
+    let badge = match c.status {
+        CommandStatus::Succeeded => "online",
+        CommandStatus::Failed | CommandStatus::Rejected => "bad",
+        CommandStatus::Pending | CommandStatus::Delivered | CommandStatus::Expired => "offline",
+    };
+    CommandView {
+        issued: format::utc(c.issued_at),
+        what,
+        requested_by: c.requested_by.to_string(),
+        status: c.status.as_str(),
+        badge,
+        exit_code: c
+            .exit_code
+            .filter(|_| c.status.is_final() && c.status != CommandStatus::Rejected)
+            .map_or_else(|| MISSING.to_owned(), |code| code.to_string()),
+        finished: c.finished_at.map_or_else(
+            || MISSING.to_owned(),
+            |at| format!("{} (agent clock)", format::utc(at)),
+        ),
+        output: c.output.unwrap_or_default(),
+        error: c.error.unwrap_or_default(),
+    }
+}
+
+/// A chart of a percentage over the page's range.
+struct Chart {
+    label: &'static str,
+    lines: Vec<String>,
+    summary: String,
+}
+
+#[derive(Template)]
+#[template(path = "hosts/templates/host.html")]
+struct HostPage {
+    layout: Layout,
+    hostname: String,
+    status: Status,
+    last_seen: String,
+    facts: Vec<Fact>,
+    metrics: Option<MetricsView>,
+    charts: Vec<Chart>,
+    ranges: Vec<RangeLink>,
+    range_description: &'static str,
+    agent: Vec<AgentProcess>,
+    agent_reported: bool,
+    commands: Vec<CommandView>,
+    /// Records the agent's spool dropped because it was full.
+    spool_dropped_total: u64,
+    spark_width: f64,
+    spark_height: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct HostPageQuery {
+    range: Option<String>,
+}
+
+async fn host_page(
+    user: UiUser,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HostPageQuery>,
+) -> Result<Response, WebError> {
+    const UNKNOWN: WebError = WebError::NotFound("no such host");
+    if id.len() > MAX_HOST_ID {
+        return Err(UNKNOWN);
+    }
+    let range = ChartRange::parse(query.range.as_deref());
+    let now = crate::now_millis();
+    let from = now - range.millis();
+    // One snapshot for the whole page.
+    let found = state
+        .db
+        .read("host page", move |tx| {
+            let Some((host, latest)) = store::get_with_latest(tx, &id)? else {
+                return Ok(None);
+            };
+            let series = chart_series(tx, &host.id, range, from, now)?;
+            let commands = crate::commands::store::for_host(tx, &host.id, PAGE_COMMANDS)?;
+            Ok(Some((host, latest, series, commands)))
+        })
+        .await?;
+    let Some((host, latest, series, commands)) = found else {
+        return Err(UNKNOWN);
+    };
+    let ranges = ChartRange::ALL
+        .into_iter()
+        .map(|r| RangeLink {
+            label: r.param(),
+            href: format!("/hosts/{}?range={}", host.id, r.param()),
+            current: r == range,
+        })
+        .collect();
+    let page = HostPage {
+        layout: Layout::for_user(&user),
+        status: Status::of(&host, &state.registry, now),
+        last_seen: last_seen(&host, now),
+        facts: facts(&host),
+        metrics: latest.as_ref().map(|m| metrics_view(m, now)),
+        charts: charts(&series, range, from, now),
+        ranges,
+        range_description: range.description(),
+        agent: agent_processes(host.agent_health.as_ref()),
+        agent_reported: host.agent_health.is_some(),
+        commands: commands.into_iter().map(command_view).collect(),
+        spool_dropped_total: host.spool_dropped_total,
+        spark_width: format::SPARK_WIDTH,
+        spark_height: format::SPARK_HEIGHT,
+        hostname: host.hostname,
+    };
+    Ok(html(StatusCode::OK, page.render()?))
+}
+
+/// The points of the page's two charts: CPU and memory, in percent.
+struct Series {
+    cpu: Vec<(Millis, f64)>,
+    memory: Vec<(Millis, f64)>,
+}
+
+fn chart_series(
+    tx: &mut crate::db::Tx<'_>,
+    host_id: &str,
+    range: ChartRange,
+    from: Millis,
+    to: Millis,
+) -> crate::db::Result<Series> {
+    let resolution = range.resolution();
+    if resolution == Resolution::Raw {
+        let samples = crate::metrics::store::between(tx, host_id, from, to + 1, CHART_MAX_SAMPLES)?;
+        return Ok(Series {
+            cpu: samples
+                .iter()
+                .map(|m| (m.collected_at, m.cpu_percent))
+                .collect(),
+            memory: samples
+                .iter()
+                .filter_map(|m| {
+                    format::used_percent(m.memory_used_bytes(), m.memory_total_bytes)
+                        .map(|p| (m.collected_at, p))
+                })
+                .collect(),
+        });
+    }
+    let rollups = crate::metrics::store::rollups(
+        tx,
+        host_id,
+        resolution,
+        from - resolution.millis(),
+        to + 1,
+    )?;
+    Ok(Series {
+        cpu: rollups.iter().map(|r| (r.bucket, r.cpu_avg)).collect(),
+        memory: rollups
+            .iter()
+            .filter(|r| r.memory_total > 0)
+            .map(|r| (r.bucket, r.memory_used_avg * 100.0 / r.memory_total as f64))
+            .collect(),
+    })
+}
+
+fn facts(host: &Host) -> Vec<Fact> {
+    let os_version = match (host.os_id.as_deref(), host.os_version_id.as_deref()) {
+        (Some(id), Some(version)) => Some(format!("{id} {version}")),
+        (Some(id), None) => Some(id.to_owned()),
+        _ => None,
+    };
+    vec![
+        Fact {
+            label: "Hostname",
+            value: host.hostname.clone(),
+        },
+        Fact {
+            label: "Operating system",
+            value: or_missing(host.os_pretty_name.as_deref()),
+        },
+        Fact {
+            label: "OS id and version",
+            value: or_missing(os_version.as_deref()),
+        },
+        Fact {
+            label: "Kernel",
+            value: or_missing(host.kernel_release.as_deref()),
+        },
+        Fact {
+            label: "Architecture",
+            value: or_missing(host.architecture.as_deref()),
+        },
+        Fact {
+            label: "CPUs",
+            value: host
+                .cpu_count
+                .map_or_else(|| MISSING.to_owned(), |n| n.to_string()),
+        },
+        Fact {
+            label: "Memory",
+            value: host
+                .memory_total_bytes
+                .map_or_else(|| MISSING.to_owned(), format::bytes),
+        },
+        Fact {
+            label: "Host group",
+            value: or_missing(host.host_group.as_deref()),
+        },
+        Fact {
+            label: "Enrolled",
+            value: format!(
+                "{} from {}",
+                format::utc(host.enrolled_at),
+                host.enrolled_from
+            ),
+        },
+        Fact {
+            label: "Certificate SHA-256",
+            value: host.cert_sha256.clone(),
+        },
+        Fact {
+            label: "Agent id",
+            value: host.id.clone(),
+        },
+    ]
+}
+
+fn metrics_view(m: &Sample, now: Millis) -> MetricsView {
+    let mem_used = m.memory_used_bytes();
+    let swap_used = m.swap_used_bytes();
+    MetricsView {
+        collected: format!(
+            "{} ({})",
+            format::utc(m.collected_at),
+            format::age(m.collected_at, now)
+        ),
+        cpu: format::percent(m.cpu_percent),
+        memory: format!(
+            "{} of {}",
+            format::bytes(mem_used),
+            format::bytes(m.memory_total_bytes)
+        ),
+        memory_percent: format::used_percent(mem_used, m.memory_total_bytes).unwrap_or(0.0),
+        swap: if m.swap_total_bytes == 0 {
+            "none".to_owned()
+        } else {
+            format!(
+                "{} of {}",
+                format::bytes(swap_used),
+                format::bytes(m.swap_total_bytes)
+            )
+        },
+        swap_percent: format::used_percent(swap_used, m.swap_total_bytes).unwrap_or(0.0),
+        load: format!("{:.2} / {:.2} / {:.2}", m.load_1, m.load_5, m.load_15),
+        uptime: format::duration(m.uptime_seconds),
+        processes: m.process_count,
+        filesystems: m
+            .filesystems
+            .iter()
+            .map(|fs| {
+                let percent = format::used_percent(fs.used_bytes, fs.total_bytes);
+                FilesystemView {
+                    mount_point: fs.mount_point.clone(),
+                    device: fs.device.clone(),
+                    fs_type: fs.fs_type.clone(),
+                    used: format::bytes(fs.used_bytes),
+                    total: format::bytes(fs.total_bytes),
+                    percent: percent_or_missing(percent),
+                    percent_value: percent.unwrap_or(0.0),
+                }
+            })
+            .collect(),
+        network: m
+            .network
+            .iter()
+            .map(|n| NetworkView {
+                interface: n.interface.clone(),
+                rx: format::bytes(n.rx_bytes),
+                tx: format::bytes(n.tx_bytes),
+            })
+            .collect(),
+    }
+}
+
+fn charts(series: &Series, range: ChartRange, from: Millis, to: Millis) -> Vec<Chart> {
+    // A gap of more than a few points breaks the line.
+    let gap = (range.resolution().millis() * 3).max(5 * 60_000);
+    let chart = |label: &'static str, samples: &[(Millis, f64)]| {
+        let summary = match samples.iter().map(|s| s.1).reduce(f64::max) {
+            Some(max) => {
+                let min = samples.iter().map(|s| s.1).fold(f64::INFINITY, f64::min);
+                format!(
+                    "min {}, max {}, {} points",
+                    format::percent(min),
+                    format::percent(max),
+                    samples.len()
+                )
+            }
+            None => format!("no samples in {}", range.description()),
+        };
+        Chart {
+            label,
+            lines: format::sparkline_with_gap(samples, from, to, gap),
+            summary,
+        }
+    };
+    vec![chart("CPU", &series.cpu), chart("Memory", &series.memory)]
+}
+
+/// The agent's processes from its latest health report.
+fn agent_processes(health: Option<&AgentHealth>) -> Vec<AgentProcess> {
+    let Some(health) = health else {
+        return Vec::new();
+    };
+    let or_missing = |s: &str| {
+        if s.is_empty() {
+            MISSING.to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    health
+        .children
+        .iter()
+        .map(|child| AgentProcess {
+            role: or_missing(&child.role),
+            pid: child.pid.to_string(),
+            healthy: child.healthy,
+            restarts: child.restarts.to_string(),
+            sandbox: or_missing(&child.sandbox),
+        })
+        .collect()
+}

@@ -1,0 +1,249 @@
+//! Sign-in and sign-out: `GET/POST /login`, `POST /logout`.
+
+use std::sync::OnceLock;
+
+use askama::Template;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::auth::{
+    ClientInfo, clear_session_cookie_header, resume_session, session_cookie, session_cookie_header,
+    session_expiry, truncate,
+};
+use super::{NewSession, store};
+use crate::audit::{Action, Actor, NewAuditEvent, Outcome};
+use crate::secrets;
+use crate::state::AppState;
+use crate::web::layout::Layout;
+use crate::web::{RequestId, Routes, WebError, html};
+
+/// Random bytes in a session id.
+const SESSION_ID_BYTES: usize = 32;
+/// Longest username we look up or write into the audit log.
+const MAX_USERNAME: usize = 256;
+/// The one message a failed login gets, whatever the reason.
+pub const LOGIN_FAILED: &str = "invalid username or password";
+
+pub fn routes() -> Routes {
+    Routes::new()
+        .public("/login", get(login_form).post(login_submit))
+        .public("/logout", post(logout))
+}
+
+#[derive(Template)]
+#[template(path = "identity/templates/login.html")]
+struct LoginPage<'a> {
+    layout: Layout,
+    username: &'a str,
+    error: Option<&'a str>,
+    request_id: Option<String>,
+}
+
+async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    if let Some(cookie) = session_cookie(&headers)
+        && resume_session(&state, cookie, crate::now_millis())
+            .await?
+            .is_some()
+    {
+        return Ok(Redirect::to("/hosts").into_response());
+    }
+    let page = LoginPage {
+        layout: Layout::anonymous(),
+        username: "",
+        error: None,
+        request_id: None,
+    };
+    Ok(html(StatusCode::OK, page.render()?))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// Why a login failed, for the audit log only: the user sees one message.
+#[derive(Clone, Copy)]
+enum LoginFailure {
+    UnknownUser,
+    WrongPassword,
+    Disabled,
+}
+
+impl LoginFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            LoginFailure::UnknownUser => "unknown_user",
+            LoginFailure::WrongPassword => "wrong_password",
+            LoginFailure::Disabled => "disabled",
+        }
+    }
+}
+
+async fn login_submit(
+    State(state): State<AppState>,
+    axum::Extension(request_id): axum::Extension<RequestId>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, WebError> {
+    let now = crate::now_millis();
+    let username = truncate(&form.username, MAX_USERNAME);
+    let user = if username.is_empty() || username != form.username {
+        None
+    } else {
+        let name = username.clone();
+        state
+            .db
+            .read("load user", move |tx| store::user_by_name(tx, &name))
+            .await?
+    };
+
+    // Always one argon2 verification, against a dummy hash when there is no
+    // such user, so the response time does not tell whether a name exists.
+    let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
+    let password = form.password;
+    let password_ok = tokio::task::spawn_blocking(move || {
+        let phc = match &stored_hash {
+            Some(phc) => phc.as_str(),
+            None => dummy_password_hash()?,
+        };
+        Ok::<_, WebError>(secrets::verify_password(&password, phc))
+    })
+    .await
+    .map_err(WebError::internal)??;
+    let outcome = match &user {
+        None => Err(LoginFailure::UnknownUser),
+        Some(user) if user.disabled => Err(LoginFailure::Disabled),
+        Some(_) if !password_ok => Err(LoginFailure::WrongPassword),
+        Some(user) => Ok(user.clone()),
+    };
+
+    let audit = |outcome: Outcome| {
+        NewAuditEvent::new(
+            now,
+            Actor::User(username.clone()),
+            Action::AuthLogin,
+            outcome,
+        )
+        .from_client(client.ip.clone(), client.user_agent.clone())
+    };
+
+    let user = match outcome {
+        Ok(user) => user,
+        Err(reason) => {
+            tracing::info!(reason = reason.as_str(), "login failed");
+            let event =
+                audit(Outcome::Failure).details(serde_json::json!({ "reason": reason.as_str() }));
+            state
+                .db
+                .write("audit failed login", move |tx| {
+                    crate::audit::store::append(tx, &event).map(|_| ())
+                })
+                .await?;
+            let page = LoginPage {
+                layout: Layout::anonymous(),
+                username: &username,
+                error: Some(LOGIN_FAILED),
+                request_id: Some(request_id.to_string()),
+            };
+            return Ok(html(StatusCode::UNAUTHORIZED, page.render()?));
+        }
+    };
+
+    // A fresh id at every login; the session the browser may still hold ends.
+    let old = session_cookie(&headers).map(secrets::hash_secret);
+    let cookie = secrets::random_urlsafe(SESSION_ID_BYTES).map_err(WebError::internal)?;
+    let session = NewSession {
+        id_hash: secrets::hash_secret(&cookie),
+        user_id: user.id,
+        created_at: now,
+        expires_at: session_expiry(&state, now, now),
+        source_ip: client.ip.clone().unwrap_or_default(),
+        user_agent: client.user_agent.clone().unwrap_or_default(),
+    };
+    let event = audit(Outcome::Success);
+    state
+        .db
+        .write("sign in", move |tx| {
+            if let Some(old) = old {
+                store::delete_session(tx, &old)?;
+            }
+            store::create_session(tx, &session)?;
+            crate::audit::store::append(tx, &event)?;
+            Ok(())
+        })
+        .await?;
+    tracing::info!(user = %user.username, "login");
+
+    let mut response = Redirect::to("/hosts").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie_header(&cookie)?);
+    Ok(response)
+}
+
+/// Computes what the first login would otherwise compute on its own time, so
+/// that the first unknown-user login is not slower than the others.
+pub fn prepare() {
+    if let Err(e) = dummy_password_hash() {
+        tracing::error!(error = %e, "cannot prepare the login");
+    }
+}
+
+/// An argon2id hash of a random password, made like every stored password
+/// hash (same parameters, so the same cost), computed once.
+fn dummy_password_hash() -> Result<&'static str, WebError> {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    if let Some(hash) = DUMMY.get() {
+        return Ok(hash);
+    }
+    let password = secrets::random_urlsafe(16).map_err(WebError::internal)?;
+    let hash = secrets::hash_password(&password).map_err(WebError::internal)?;
+    Ok(DUMMY.get_or_init(|| hash))
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    if let Some(cookie) = session_cookie(&headers) {
+        let id_hash = secrets::hash_secret(cookie);
+        let now = crate::now_millis();
+        let ended = state
+            .db
+            .write("sign out", move |tx| {
+                let Some((_, user)) = store::session(tx, &id_hash, now)? else {
+                    return Ok(None);
+                };
+                store::delete_session(tx, &id_hash)?;
+                let event = NewAuditEvent::new(
+                    now,
+                    Actor::User(user.username.clone()),
+                    Action::AuthLogout,
+                    Outcome::Success,
+                )
+                .from_client(client.ip, client.user_agent);
+                crate::audit::store::append(tx, &event)?;
+                Ok(Some(user.username))
+            })
+            .await?;
+        if let Some(user) = ended {
+            tracing::info!(%user, "logout");
+        }
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, clear_session_cookie_header());
+    Ok(response)
+}

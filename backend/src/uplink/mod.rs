@@ -1,0 +1,237 @@
+//! The agent uplink, backend side.
+//!
+//! - this file: [`serve_agent`], the protocol over one ordered byte stream,
+//!   whatever carries it: read the agent's hello, answer with what is
+//!   stored, then store records in batches and acknowledge each batch
+//!   cumulatively *after* it is durably stored; [`authenticate`];
+//! - [`quic`]: the QUIC endpoint (the primary transport);
+//! - [`wss`]: the same protocol over WebSocket on the HTTPS port;
+//! - [`registry`]: which agents are connected to this backend right now.
+//!
+//! Generated protobuf types stop here: records become
+//! [`crate::hosts::ingest::AgentRecord`]s before anything is stored.
+//!
+//! Agents are identified only by their client certificate: its CN is the
+//! agent id, and its SHA-256 must be the one recorded at enrollment, so a
+//! certificate from another CA key or an older enrollment is refused.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use palisade_proto::frame::{self, encode_body};
+use palisade_proto::msg::{Downlink, Uplink, decode_uplink};
+use palisade_proto::{PROTOCOL_VERSION, pb};
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::hosts::ingest::AgentRecord;
+use crate::state::AppState;
+
+pub mod quic;
+pub mod registry;
+pub mod wss;
+
+pub use registry::Transport;
+
+/// Most records stored in one transaction (and acknowledged by one ack).
+pub const MAX_BATCH: usize = 512;
+/// How long the agent has to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// QUIC idle timeout: a dead path is noticed within seconds, so no host
+/// shows online on a half-open connection (agents send keep-alives every 5 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("agent certificate missing or unreadable")]
+    NoIdentity,
+    #[error("agent {0} is not enrolled or its certificate does not match the enrollment")]
+    UnknownAgent(String),
+    #[error("agent {0} has been revoked")]
+    Revoked(String),
+    #[error("agent spoke protocol version {0}, this backend speaks {PROTOCOL_VERSION}")]
+    Version(u32),
+    #[error("agent sent {0} before hello")]
+    NoHello(&'static str),
+    #[error("agent did not say hello in time")]
+    HelloTimeout,
+    #[error("bad frame from agent: {0}")]
+    Decode(#[from] palisade_proto::DecodeError),
+    #[error("stream error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database error: {0}")]
+    Db(#[from] crate::db::DbError),
+    #[error("connection error: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+}
+
+/// Checks a presented client certificate chain against the enrollment records
+/// and returns the agent id.
+pub async fn authenticate(
+    state: &AppState,
+    chain: &[CertificateDer<'_>],
+) -> Result<String, UplinkError> {
+    let leaf = chain.first().ok_or(UplinkError::NoIdentity)?;
+    let agent_id = crate::pki::agent_id_of(leaf).ok_or(UplinkError::NoIdentity)?;
+    let lookup = agent_id.clone();
+    let host = state
+        .db
+        .read("authenticate agent", move |tx| {
+            crate::hosts::store::get(tx, &lookup)
+        })
+        .await?;
+    let Some(host) = host else {
+        return Err(UplinkError::UnknownAgent(agent_id));
+    };
+    if host.cert_sha256 != crate::pki::sha256_hex(leaf) {
+        return Err(UplinkError::UnknownAgent(agent_id));
+    }
+    if host.revoked_at.is_some() {
+        return Err(UplinkError::Revoked(agent_id));
+    }
+    Ok(agent_id)
+}
+
+/// Runs the uplink protocol for one authenticated agent over one stream.
+/// Returns when the agent closes the stream or on the first error.
+pub async fn serve_agent<R, W>(
+    state: &AppState,
+    agent_id: &str,
+    transport: Transport,
+    remote: SocketAddr,
+    zero_rtt: bool,
+    reader: R,
+    writer: W,
+) -> Result<(), UplinkError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut frames = FramedRead::new(reader, frame::codec(frame::MAX_UPLINK_FRAME));
+    let mut out = FramedWrite::new(writer, frame::codec(frame::MAX_UPLINK_FRAME));
+
+    let first = tokio::time::timeout(HELLO_TIMEOUT, frames.next())
+        .await
+        .map_err(|_| UplinkError::HelloTimeout)?;
+    let Some(first) = first else { return Ok(()) };
+    let hello = match decode_uplink(&first?)? {
+        Uplink::Hello(h) => h,
+        Uplink::Record(_) | Uplink::Ping => return Err(UplinkError::NoHello("a record")),
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        let refusal: pb::DownlinkFrame = Downlink::Refused(format!(
+            "protocol version {} is not supported (this backend speaks {PROTOCOL_VERSION})",
+            hello.protocol_version
+        ))
+        .into();
+        out.send(encode_body(&refusal)).await?;
+        return Err(UplinkError::Version(hello.protocol_version));
+    }
+
+    let now = crate::now_millis();
+    let id = agent_id.to_owned();
+    let dropped = hello.spool_dropped_total;
+    // The hello's own bookkeeping in one transaction: the connection is
+    // seen, the spool's drop counter is recorded, the stored sequence read.
+    let stored = state
+        .db
+        .write("agent hello", move |tx| {
+            crate::hosts::store::seen(tx, &id, now, transport)?;
+            crate::hosts::store::set_spool_dropped(tx, &id, dropped)?;
+            Ok(crate::hosts::store::get(tx, &id)?.map_or(0, |h| h.stored_up_to_seq))
+        })
+        .await?;
+    let ack: pb::DownlinkFrame = Downlink::HelloAck {
+        protocol_version: PROTOCOL_VERSION,
+        stored_up_to_seq: stored,
+        server_time_unix_ms: now,
+    }
+    .into();
+    out.send(encode_body(&ack)).await?;
+    let (conn_id, mut commands) = state
+        .registry
+        .connected_with_commands(agent_id, transport, remote, now);
+    if zero_rtt {
+        state.registry.set_zero_rtt(agent_id, conn_id);
+    }
+    tracing::info!(agent_id, transport = transport.as_str(), %remote, agent_version = %hello.agent_version, stored, "agent connected");
+    crate::commands::deliver_pending(state, agent_id, now).await;
+
+    let result = record_loop(
+        state,
+        agent_id,
+        transport,
+        &mut frames,
+        &mut out,
+        &mut commands,
+    )
+    .await;
+    state.registry.disconnected(agent_id, conn_id);
+    tracing::info!(
+        agent_id,
+        transport = transport.as_str(),
+        "agent disconnected"
+    );
+    result
+}
+
+async fn record_loop<R, W>(
+    state: &AppState,
+    agent_id: &str,
+    transport: Transport,
+    frames: &mut FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
+    out: &mut FramedWrite<W, tokio_util::codec::LengthDelimitedCodec>,
+    commands: &mut tokio::sync::mpsc::Receiver<pb::SignedCommand>,
+) -> Result<(), UplinkError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        // Wait for one frame (delivering commands meanwhile), then take
+        // whatever else is already buffered, so a busy agent gets one
+        // transaction and one ack per batch.
+        let first = tokio::select! {
+            frame = frames.next() => frame,
+            Some(command) = commands.recv() => {
+                let frame: pb::DownlinkFrame = Downlink::Command(command).into();
+                out.send(encode_body(&frame)).await?;
+                continue;
+            }
+        };
+        let Some(first) = first else {
+            return Ok(());
+        };
+        batch.push(first?);
+        while batch.len() < MAX_BATCH {
+            match frames.next().now_or_never() {
+                Some(Some(f)) => batch.push(f?),
+                Some(None) | None => break,
+            }
+        }
+        let mut records = Vec::with_capacity(batch.len());
+        for bytes in batch.drain(..) {
+            match decode_uplink(&bytes)? {
+                Uplink::Record(r) => records.push(AgentRecord::from(&r)),
+                // Answered by the ack below (even with nothing new stored).
+                Uplink::Ping => {}
+                Uplink::Hello(_) => return Err(UplinkError::NoHello("a second hello")),
+            }
+        }
+        let now = crate::now_millis();
+        let id = agent_id.to_owned();
+        let up_to = state
+            .db
+            .write("store records", move |tx| {
+                let up_to = crate::hosts::ingest::store_records(tx, &id, now, &records)?;
+                crate::hosts::store::seen(tx, &id, now, transport)?;
+                Ok(up_to)
+            })
+            .await?;
+        let ack: pb::DownlinkFrame = Downlink::Ack { up_to_seq: up_to }.into();
+        out.send(encode_body(&ack)).await?;
+    }
+}

@@ -1,0 +1,55 @@
+//! The frame around every page, and the error page.
+
+use askama::Template;
+use axum::http::StatusCode;
+
+use super::RequestId;
+use crate::identity::auth::UiUser;
+
+/// What the frame around every page needs.
+pub struct Layout {
+    pub css_href: &'static str,
+    /// The signed-in user, if any (shows the navigation and sign-out).
+    pub username: Option<String>,
+}
+
+impl Layout {
+    pub fn anonymous() -> Self {
+        Layout {
+            css_href: super::stylesheet_href(),
+            username: None,
+        }
+    }
+
+    pub fn for_user(user: &UiUser) -> Self {
+        Layout {
+            css_href: super::stylesheet_href(),
+            username: Some(user.0.user.username.clone()),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "web/templates/error.html")]
+struct ErrorPage<'a> {
+    layout: Layout,
+    status: u16,
+    title: &'a str,
+    message: &'a str,
+    request_id: String,
+}
+
+/// The HTML body of an error response.
+pub fn error_page(status: StatusCode, message: &str, request_id: RequestId) -> String {
+    let page = ErrorPage {
+        layout: Layout::anonymous(),
+        status: status.as_u16(),
+        title: status.canonical_reason().unwrap_or("Error"),
+        message,
+        request_id: request_id.to_string(),
+    };
+    page.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot render the error page");
+        format!("{} {message} (request id {request_id})", status.as_u16())
+    })
+}

@@ -1,0 +1,214 @@
+//! What the web tests share: an application on a real SQLite database (in
+//! memory), one test CA, and helpers to create users, sessions, tokens and
+//! hosts the way the rest of the backend does.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use tower::ServiceExt;
+
+use crate::audit::AuditEvent;
+use crate::config::Config;
+use crate::db::{Db, Millis};
+use crate::enrollment::EnrollmentToken;
+use crate::hosts::NewHost;
+use crate::identity::{ApiToken, NewSession, NewUser, Role, User};
+use crate::pki::Pki;
+use crate::secrets;
+use crate::state::AppState;
+use crate::uplink::registry::Registry;
+
+pub const HOST: &str = "palisade.test";
+pub const ORIGIN: &str = "https://palisade.test";
+pub const CLIENT_IP: [u8; 4] = [192, 0, 2, 7];
+/// 2023-11-14T22:13:20Z.
+pub const T0: Millis = 1_700_000_000_000;
+
+/// One CA for all tests: generating keys is the slow part and no test here
+/// depends on which keys they are.
+pub fn pki() -> Arc<Pki> {
+    static PKI: OnceLock<Arc<Pki>> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Arc::new(Pki::load_or_create(dir.path(), &[], None).expect("test pki"))
+    })
+    .clone()
+}
+
+pub fn state_with_config(config: Config) -> AppState {
+    AppState::new(
+        Db::open_memory().expect("in-memory database"),
+        Arc::new(Registry::new()),
+        pki(),
+        Arc::new(config),
+    )
+}
+
+pub fn state() -> AppState {
+    state_with_config(Config::default())
+}
+
+/// The router as the server runs it, with a fixed client address.
+pub fn app(state: &AppState) -> Router {
+    crate::web::router(state.clone()).layer(MockConnectInfo(SocketAddr::from((CLIENT_IP, 40_000))))
+}
+
+/// A cheap argon2id hash (tests only: the parameters are in the PHC string,
+/// so verification follows them).
+pub fn test_password_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(8, 1, 1, None).expect("params");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"a fixed test salt").expect("salt");
+    argon
+        .hash_password(password.as_bytes(), &salt)
+        .expect("hash")
+        .to_string()
+}
+
+pub async fn create_user(state: &AppState, username: &str, password: &str, role: Role) -> User {
+    let user = NewUser {
+        username: username.into(),
+        password_hash: test_password_hash(password),
+        role,
+        created_at: T0,
+    };
+    state
+        .db
+        .write("test user", move |tx| {
+            crate::identity::store::create_user(tx, &user)
+        })
+        .await
+        .expect("user")
+}
+
+/// A session of `user` valid for an hour; returns the cookie value.
+pub async fn session(state: &AppState, user: &User) -> String {
+    let cookie = secrets::random_urlsafe(32).expect("random");
+    let now = crate::now_millis();
+    let session = NewSession {
+        id_hash: secrets::hash_secret(&cookie),
+        user_id: user.id,
+        created_at: now,
+        expires_at: now + 3_600_000,
+        source_ip: "192.0.2.7".into(),
+        user_agent: "test".into(),
+    };
+    state
+        .db
+        .write("test session", move |tx| {
+            crate::identity::store::create_session(tx, &session)
+        })
+        .await
+        .expect("session");
+    cookie
+}
+
+/// An API token; returns it whole and its id.
+pub async fn api_token(
+    state: &AppState,
+    name: &str,
+    revoked_at: Option<Millis>,
+) -> (String, String) {
+    let parts = secrets::TokenParts::generate().expect("token");
+    let token = ApiToken {
+        id: parts.id.clone(),
+        name: name.into(),
+        secret_hash: secrets::hash_secret(&parts.secret),
+        created_at: T0,
+        revoked_at,
+    };
+    state
+        .db
+        .write("test api token", move |tx| {
+            crate::identity::store::create_api_token(tx, &token)
+        })
+        .await
+        .expect("api token");
+    (parts.to_string(), parts.id)
+}
+
+/// Enrolls a host with id `id` (through a token of its own).
+pub async fn enroll(state: &AppState, id: &str, hostname: &str, at: Millis) {
+    let token_id = format!("t{}", &id[..8.min(id.len())]);
+    let token = EnrollmentToken {
+        id: token_id.clone(),
+        secret_hash: secrets::hash_secret("s"),
+        host_group: None,
+        cidrs: Vec::new(),
+        max_per_day: None,
+        expires_at: None,
+        created_at: at,
+        revoked_at: None,
+    };
+    let host = NewHost {
+        id: id.into(),
+        hostname: hostname.into(),
+        host_group: None,
+        enrolled_at: at,
+        enrolled_from: "192.0.2.10".into(),
+        token_id,
+        cert_sha256: "ab".repeat(32),
+    };
+    state
+        .db
+        .write("test enroll", move |tx| {
+            crate::enrollment::store::create_token(tx, &token)?;
+            crate::enrollment::store::enroll_host(tx, at, &host)
+        })
+        .await
+        .expect("database")
+        .expect("enrolled");
+}
+
+/// The newest `n` audit events, newest first.
+pub async fn audit(state: &AppState, n: u32) -> Vec<AuditEvent> {
+    state
+        .db
+        .read("test audit", move |tx| crate::audit::store::latest(tx, n))
+        .await
+        .expect("audit")
+}
+
+/// A response, read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: impl header::AsHeaderName) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.header("x-request-id")
+    }
+}
+
+pub async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response = app
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("router is infallible");
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 24).await.expect("body");
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}

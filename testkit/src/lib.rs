@@ -1,0 +1,16 @@
+//! What Palisade's tests and `cargo xtask` start for themselves, so that no
+//! test depends on a service someone started by hand.
+//!
+//! - [`pg`]: a throwaway PostgreSQL cluster (initdb into a directory, a free
+//!   port, TLS on with a certificate made here), and one fresh database per
+//!   test on it.
+
+#![forbid(unsafe_code)]
+
+pub mod pg;
+
+/// Whether this run is CI (`CI=true`): tests that need something of the
+/// machine must then run, never skip.
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
