@@ -128,29 +128,34 @@ impl clap::ValueEnum for Role {
     }
 }
 
+/// A duration the command line does not understand; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(String);
+
 /// Parses `30s`, `15m`, `12h`, `7d`, `2w` into milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<Millis, String> {
+pub fn parse_duration_ms(s: &str) -> Result<Millis, DurationError> {
     let s = s.trim();
+    let refuse = |why: &str| DurationError(format!("{s:?} {why}"));
     let split = s
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{s:?} needs a unit (s, m, h, d, w)"))?;
+        .ok_or_else(|| refuse("needs a unit (s, m, h, d, w)"))?;
     let (num, unit) = s.split_at(split);
     let n: i64 = num
         .parse()
-        .map_err(|_| format!("{s:?} does not start with a number"))?;
+        .map_err(|_| refuse("does not start with a number"))?;
     let unit_ms: i64 = match unit {
         "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
         "w" => 7 * 86_400_000,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (s, m, h, d, w)")),
+        _ => return Err(refuse("has an unknown unit (s, m, h, d, w)")),
     };
     if n <= 0 {
-        return Err(format!("{s:?} must be positive"));
+        return Err(refuse("must be positive"));
     }
-    n.checked_mul(unit_ms)
-        .ok_or_else(|| format!("{s:?} is too long"))
+    n.checked_mul(unit_ms).ok_or_else(|| refuse("is too long"))
 }
 
 /// Loads the configuration with the command-line overrides applied.

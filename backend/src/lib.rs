@@ -37,6 +37,24 @@ pub mod state;
 pub mod uplink;
 pub mod web;
 
+/// A name that is not one of the known ones (a role, an action, a status...),
+/// typed by someone or read back from storage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?}")]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+impl UnknownName {
+    pub fn new(kind: &'static str, value: &str) -> UnknownName {
+        UnknownName {
+            kind,
+            value: value.chars().take(64).collect(),
+        }
+    }
+}
+
 /// Current Unix time in milliseconds. Logic takes time as an argument; only
 /// the edges (request handlers, the uplink loop, the CLI) call this.
 pub fn now_millis() -> db::Millis {

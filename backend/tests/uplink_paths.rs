@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -172,50 +171,6 @@ async fn wait_transport(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Every record sequence the backend stored for the one host.
-async fn stored_seqs(backend: &Backend) -> Vec<u64> {
-    let db = backend.db().await;
-    db.read("stored seqs", |tx| {
-        let hosts = palisade_backend::hosts::store::list_with_latest(tx)?;
-        assert_eq!(hosts.len(), 1);
-        palisade_backend::hosts::store::record_seqs(tx, &hosts[0].0.id)
-    })
-    .await
-    .expect("seqs")
-}
-
-/// Stops the agent and checks the no-loss invariant: what the backend stored
-/// and what is still in the agent's spool together are exactly 1..next_seq,
-/// and the backend's part has no gap.
-async fn audit_no_loss(agent: &mut Agent, backend: &Backend) {
-    agent.stop(false);
-    let stored = stored_seqs(backend).await;
-    let spool = palisade_agent::spool::Spool::open(&agent.state_dir).expect("open spool");
-    let pending: Vec<u64> = spool
-        .pending_after(0, usize::MAX)
-        .expect("pending")
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
-    let next = spool.next_seq();
-    let max_stored = stored.last().copied().unwrap_or(0);
-    assert_eq!(
-        stored,
-        (1..=max_stored).collect::<Vec<_>>(),
-        "the backend's records have a gap"
-    );
-    let all: BTreeSet<u64> = stored.iter().chain(pending.iter()).copied().collect();
-    assert_eq!(
-        all,
-        (1..next).collect::<BTreeSet<_>>(),
-        "a record was lost (stored {max_stored}, pending {pending:?}, next {next})"
-    );
-    assert!(
-        max_stored > 10,
-        "too few records to prove anything: {max_stored}"
-    );
 }
 
 fn enroll_in(ns: &Netns, server: &str, token: &str, state: &Path) {

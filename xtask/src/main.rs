@@ -7,6 +7,7 @@
 mod demo;
 mod dist;
 mod test;
+mod tidy;
 mod users;
 mod util;
 

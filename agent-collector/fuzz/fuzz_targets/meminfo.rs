@@ -1,3 +1,4 @@
+//! Fuzz target: the collector's `meminfo` parser must never panic on any input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

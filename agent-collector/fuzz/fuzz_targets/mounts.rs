@@ -1,3 +1,4 @@
+//! Fuzz target: the collector's `mounts` parser must never panic on any input.
 #![no_main]
 
 //! Besides not panicking: a parsed table, written back the way the kernel

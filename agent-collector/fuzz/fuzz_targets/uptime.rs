@@ -1,3 +1,4 @@
+//! Fuzz target: the collector's `uptime` parser must never panic on any input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

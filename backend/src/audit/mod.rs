@@ -48,8 +48,8 @@ impl std::fmt::Display for Actor {
 }
 
 impl std::str::FromStr for Actor {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Actor, String> {
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> Result<Actor, crate::UnknownName> {
         Ok(match s {
             "cli" => Actor::Cli,
             "system" => Actor::System,
@@ -58,7 +58,7 @@ impl std::str::FromStr for Actor {
                 Some(("user", name)) => Actor::User(name.to_owned()),
                 Some(("api-token", id)) => Actor::ApiToken(id.to_owned()),
                 Some(("agent", id)) => Actor::Agent(id.to_owned()),
-                _ => return Err(format!("unknown audit actor {s:?}")),
+                _ => return Err(crate::UnknownName::new("audit actor", s)),
             },
         })
     }
@@ -114,11 +114,11 @@ macro_rules! actions {
         }
 
         impl std::str::FromStr for Action {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Action, String> {
+            type Err = crate::UnknownName;
+            fn from_str(s: &str) -> Result<Action, crate::UnknownName> {
                 match s {
                     $($text => Ok(Action::$variant),)*
-                    other => Err(format!("unknown audit action {other:?}")),
+                    other => Err(crate::UnknownName::new("audit action", other)),
                 }
             }
         }
@@ -166,13 +166,13 @@ impl Outcome {
 }
 
 impl std::str::FromStr for Outcome {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Outcome, String> {
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> Result<Outcome, crate::UnknownName> {
         match s {
             "success" => Ok(Outcome::Success),
             "failure" => Ok(Outcome::Failure),
             "denied" => Ok(Outcome::Denied),
-            other => Err(format!("unknown audit outcome {other:?}")),
+            other => Err(crate::UnknownName::new("audit outcome", other)),
         }
     }
 }

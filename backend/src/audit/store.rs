@@ -72,9 +72,10 @@ pub fn append(tx: &mut Tx<'_>, event: &NewAuditEvent) -> Result<AuditEvent> {
 const EVENT_COLUMNS: &str =
     "id, at, actor, action, target, source_ip, user_agent, outcome, details, hash";
 
-fn parse<T: std::str::FromStr<Err = String>>(row: &Row<'_>, idx: usize) -> Result<T> {
+fn parse<T: std::str::FromStr<Err = crate::UnknownName>>(row: &Row<'_>, idx: usize) -> Result<T> {
     let text: String = row.get(idx)?;
-    text.parse().map_err(DbError::Corrupt)
+    text.parse()
+        .map_err(|e: crate::UnknownName| DbError::Corrupt(e.to_string()))
 }
 
 fn event_from_row(row: &Row<'_>) -> Result<AuditEvent> {

@@ -62,13 +62,13 @@ impl CommandKind {
 }
 
 impl std::str::FromStr for CommandKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<CommandKind, String> {
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> Result<CommandKind, crate::UnknownName> {
         match s {
             "ping" => Ok(CommandKind::Ping),
             "restart_service" => Ok(CommandKind::RestartService),
             "refresh_inventory" => Ok(CommandKind::RefreshInventory),
-            other => Err(format!("unknown command type {other:?}")),
+            other => Err(crate::UnknownName::new("command type", other)),
         }
     }
 }
@@ -110,8 +110,8 @@ impl CommandStatus {
 }
 
 impl std::str::FromStr for CommandStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> Result<Self, crate::UnknownName> {
         match s {
             "pending" => Ok(CommandStatus::Pending),
             "delivered" => Ok(CommandStatus::Delivered),
@@ -119,7 +119,7 @@ impl std::str::FromStr for CommandStatus {
             "failed" => Ok(CommandStatus::Failed),
             "rejected" => Ok(CommandStatus::Rejected),
             "expired" => Ok(CommandStatus::Expired),
-            other => Err(format!("unknown command status {other:?}")),
+            other => Err(crate::UnknownName::new("command status", other)),
         }
     }
 }
@@ -257,38 +257,37 @@ fn shorten(text: &str, max: usize) -> String {
 /// (1 to [`MAX_EXPIRES_IN_SECS`], default [`DEFAULT_EXPIRES_IN_SECS`]).
 /// Unknown fields are refused. The error is a sentence for the client.
 pub fn parse_request(body: &[u8]) -> Result<CommandRequest, RequestError> {
-    parse_request_inner(body).map_err(RequestError)
-}
-
-fn parse_request_inner(body: &[u8]) -> Result<CommandRequest, String> {
+    let refuse = |message: String| RequestError(message);
     if body.len() > MAX_REQUEST_BYTES {
-        return Err(format!("the body is larger than {MAX_REQUEST_BYTES} bytes"));
+        return Err(refuse(format!(
+            "the body is larger than {MAX_REQUEST_BYTES} bytes"
+        )));
     }
     let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| refuse(format!("the body is not JSON: {e}")))?;
     let object = value
         .as_object()
-        .ok_or_else(|| "the body must be a JSON object".to_owned())?;
+        .ok_or_else(|| refuse("the body must be a JSON object".to_owned()))?;
     const TYPES: &str = "ping, restart_service or refresh_inventory";
     let kind = match object.get("type") {
         Some(serde_json::Value::String(kind)) => kind.as_str(),
-        _ => return Err(format!("\"type\" is required: {TYPES}")),
+        _ => return Err(refuse(format!("\"type\" is required: {TYPES}"))),
     };
     let allowed: &[&str] = match kind {
         "ping" | "refresh_inventory" => &["type", "expires_in_secs"],
         "restart_service" => &["type", "unit", "expires_in_secs"],
         other => {
-            return Err(format!(
+            return Err(refuse(format!(
                 "unknown command type {:?} (expected {TYPES})",
                 shorten(other, 64)
-            ));
+            )));
         }
     };
     if let Some(unknown) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(format!(
+        return Err(refuse(format!(
             "unknown field {:?} for a {kind} command",
             shorten(unknown, 64)
-        ));
+        )));
     }
     let expires_in_secs = match object.get("expires_in_secs") {
         None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN_SECS,
@@ -296,9 +295,9 @@ fn parse_request_inner(body: &[u8]) -> Result<CommandRequest, String> {
             .as_u64()
             .filter(|n| (1..=MAX_EXPIRES_IN_SECS).contains(n))
             .ok_or_else(|| {
-                format!(
+                refuse(format!(
                     "\"expires_in_secs\" must be a whole number from 1 to {MAX_EXPIRES_IN_SECS}"
-                )
+                ))
             })?,
     };
     let action = match kind {
@@ -307,9 +306,13 @@ fn parse_request_inner(body: &[u8]) -> Result<CommandRequest, String> {
         _ => {
             let unit = match object.get("unit") {
                 Some(serde_json::Value::String(unit)) => unit,
-                _ => return Err("\"unit\" is required for restart_service".to_owned()),
+                _ => {
+                    return Err(refuse(
+                        "\"unit\" is required for restart_service".to_owned(),
+                    ));
+                }
             };
-            validate_unit_name(unit).map_err(|e| format!("invalid unit: {e}"))?;
+            validate_unit_name(unit).map_err(|e| refuse(format!("invalid unit: {e}")))?;
             CommandAction::RestartService { unit: unit.clone() }
         }
     };

@@ -10,9 +10,10 @@ const COMMAND_COLUMNS: &str = "id, host_id, type, payload, requested_by, source_
      expires_at, command_bytes, signature, status, delivered_at, exit_code, output, error, started_at, \
      finished_at, result_received_at";
 
-fn parse<T: std::str::FromStr<Err = String>>(row: &Row<'_>, idx: usize) -> Result<T> {
+fn parse<T: std::str::FromStr<Err = crate::UnknownName>>(row: &Row<'_>, idx: usize) -> Result<T> {
     let text: String = row.get(idx)?;
-    text.parse().map_err(DbError::Corrupt)
+    text.parse()
+        .map_err(|e: crate::UnknownName| DbError::Corrupt(e.to_string()))
 }
 
 fn command_from_row(row: &Row<'_>) -> Result<CommandRow> {

@@ -144,3 +144,42 @@ pub fn apply(db: &Db) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `NNNN_name` files of `migrations/<dialect>/`.
+    fn files(dialect: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".sql").map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn every_migration_exists_for_every_dialect() {
+        let sqlite: Vec<(u32, &str)> = SQLITE.iter().map(|m| (m.version, m.name)).collect();
+        let postgres: Vec<(u32, &str)> = POSTGRES.iter().map(|m| (m.version, m.name)).collect();
+        assert_eq!(sqlite, postgres, "the dialects have different migrations");
+        for (dialect, list) in [("sqlite", SQLITE), ("postgres", POSTGRES)] {
+            let listed: Vec<String> = list.iter().map(|m| m.name.to_owned()).collect();
+            assert_eq!(files(dialect), listed, "migrations/{dialect}/ and the list in migrate.rs differ");
+        }
+    }
+
+    #[test]
+    fn versions_start_at_one_and_follow_the_file_names() {
+        for list in [SQLITE, POSTGRES] {
+            for (i, m) in list.iter().enumerate() {
+                assert_eq!(m.version as usize, i + 1, "{}", m.name);
+                assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+                assert!(!m.sql.trim().is_empty(), "{} is empty", m.name);
+            }
+        }
+    }
+}

@@ -82,6 +82,12 @@ impl PgPool {
             config: options.config.clone(),
             tls: options.tls.clone(),
         };
+        // One connection first, so a wrong address, password or certificate
+        // is reported at once with the server's reason (the pool would retry
+        // until its timeout and then say only that it timed out).
+        let first = r2d2::ManageConnection::connect(&manager)
+            .map_err(|e| DbError::Connect(format!("{}: {}", options.redacted, connect_reason(&e))))?;
+        drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size)
             .min_idle(Some(1))
@@ -211,6 +217,22 @@ impl<'c> PgTx<'c> {
     pub(super) fn batch(&mut self, sql: &str) -> Result<()> {
         self.tx.batch_execute(sql).map_err(|e| pg_error(sql, &e))
     }
+}
+
+/// Why a connection failed: the server's message, or the driver's chain of
+/// causes (a TLS verification failure is in the source).
+fn connect_reason(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    reason
 }
 
 /// Turns a driver error into a [`DbError`] naming the statement; a unique

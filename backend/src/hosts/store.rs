@@ -17,7 +17,10 @@ const HOST_COLUMN_COUNT: usize = 19;
 fn host_from_row(row: &Row<'_>) -> Result<Host> {
     let transport: Option<String> = row.get(14)?;
     let last_transport = transport
-        .map(|t| t.parse::<Transport>().map_err(DbError::Corrupt))
+        .map(|t| {
+            t.parse::<Transport>()
+                .map_err(|e| DbError::Corrupt(e.to_string()))
+        })
         .transpose()?;
     let health: Option<String> = row.get(16)?;
     let id: String = row.get(0)?;

@@ -45,16 +45,14 @@ impl Role {
 }
 
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> Result<Self, crate::UnknownName> {
         match s {
             "admin" => Ok(Role::Admin),
             "operator" => Ok(Role::Operator),
             "auditor" => Ok(Role::Auditor),
             "viewer" => Ok(Role::Viewer),
-            other => Err(format!(
-                "unknown role {other:?} (admin, operator, auditor, viewer)"
-            )),
+            other => Err(crate::UnknownName::new("role", other)),
         }
     }
 }

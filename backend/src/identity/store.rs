@@ -14,7 +14,9 @@ fn user_from_row(row: &Row<'_>, at: usize) -> Result<User> {
         id: row.get(at)?,
         username: row.get(at + 1)?,
         password_hash: row.get(at + 2)?,
-        role: role.parse::<Role>().map_err(DbError::Corrupt)?,
+        role: role
+            .parse::<Role>()
+            .map_err(|e| DbError::Corrupt(e.to_string()))?,
         created_at: row.get(at + 4)?,
         disabled: row.get(at + 5)?,
     })

@@ -30,12 +30,12 @@ impl Transport {
 }
 
 impl std::str::FromStr for Transport {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Transport, String> {
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> Result<Transport, crate::UnknownName> {
         match s {
             "quic" => Ok(Transport::Quic),
             "wss" => Ok(Transport::Wss),
-            other => Err(format!("unknown transport {other:?}")),
+            other => Err(crate::UnknownName::new("transport", other)),
         }
     }
 }
