@@ -20,7 +20,10 @@ fn migrate_data(from: &str, to: &str) -> std::process::Output {
 
 async fn open(url: &str) -> Db {
     let url = DatabaseUrl::parse(url).expect("url");
-    tokio::task::spawn_blocking(move || Db::open(&url)).await.expect("task").expect("open")
+    tokio::task::spawn_blocking(move || Db::open(&url))
+        .await
+        .expect("task")
+        .expect("open")
 }
 
 /// Rows per table, in the order `migrate-data` copies them.
@@ -29,7 +32,10 @@ async fn counts(db: &Db) -> Vec<(&'static str, u64)> {
         copy::TABLES
             .iter()
             .map(|(table, _, _)| {
-                let n: u64 = tx.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[], |row| row.get(0))?;
+                let n: u64 =
+                    tx.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[], |row| {
+                        row.get(0)
+                    })?;
                 Ok((*table, n))
             })
             .collect()
@@ -53,23 +59,43 @@ async fn sqlite_to_postgres_and_back_keeps_every_row_and_the_agent_resumes_witho
     let client = Https::new(&backend);
     let seq_now = |client: &Https| {
         let (client, api) = (client.clone(), api.clone());
-        async move { hosts(&client, &api).await.first().and_then(|h| h["metrics"]["seq"].as_u64()) }
+        async move {
+            hosts(&client, &api)
+                .await
+                .first()
+                .and_then(|h| h["metrics"]["seq"].as_u64())
+        }
     };
-    eventually("metrics stored on SQLite", || async { seq_now(&client).await.filter(|s| *s >= 5) }).await;
+    eventually("metrics stored on SQLite", || async {
+        seq_now(&client).await.filter(|s| *s >= 5)
+    })
+    .await;
     // A command with its result, so every table has rows.
-    let host_id = hosts(&client, &api).await[0]["id"].as_str().expect("id").to_owned();
+    let host_id = hosts(&client, &api).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let created = client
         .request(
             "POST",
             &format!("/api/v1/hosts/{host_id}/commands"),
-            &[("authorization", &format!("Bearer {api}")), ("content-type", "application/json")],
+            &[
+                ("authorization", &format!("Bearer {api}")),
+                ("content-type", "application/json"),
+            ],
             br#"{"type":"ping"}"#.to_vec(),
         )
         .await;
     assert_eq!(created.status, 202, "{}", created.text());
-    let command_id = created.json()["id"].as_str().expect("command id").to_owned();
+    let command_id = created.json()["id"]
+        .as_str()
+        .expect("command id")
+        .to_owned();
     eventually("the ping's result", || async {
-        let c = client.get(&format!("/api/v1/commands/{command_id}"), Some(&api)).await.json();
+        let c = client
+            .get(&format!("/api/v1/commands/{command_id}"), Some(&api))
+            .await
+            .json();
         (c["status"] == "succeeded").then_some(())
     })
     .await;
@@ -93,11 +119,23 @@ async fn sqlite_to_postgres_and_back_keeps_every_row_and_the_agent_resumes_witho
         // The copy adds its own audit event.
         let expected = if *table == "audit_log" { a + 1 } else { *a };
         assert_eq!(*b, expected, "{table}");
-        if matches!(*table, "hosts" | "metric_samples" | "commands" | "audit_log" | "users") {
-            assert!(*a > 0, "{table} is empty in the source: the test proves nothing");
+        if matches!(
+            *table,
+            "hosts" | "metric_samples" | "commands" | "audit_log" | "users"
+        ) {
+            assert!(
+                *a > 0,
+                "{table} is empty in the source: the test proves nothing"
+            );
         }
     }
-    assert_eq!(target.read("verify", palisade_backend::audit::store::verify).await.expect("verify"), None);
+    assert_eq!(
+        target
+            .read("verify", palisade_backend::audit::store::verify)
+            .await
+            .expect("verify"),
+        None
+    );
 
     // A target that is not empty is refused, and left as it was.
     let again = migrate_data(&sqlite_url, &pg_url);
@@ -109,7 +147,10 @@ async fn sqlite_to_postgres_and_back_keeps_every_row_and_the_agent_resumes_witho
     // address): the agent comes back by itself and resumes without a gap.
     let backend = Backend::start_db(&backend_dir, &addr.to_string(), &[], &pg);
     let client = Https::new(&backend);
-    eventually("records resume on PostgreSQL", || async { seq_now(&client).await.filter(|s| *s > before + 3) }).await;
+    eventually("records resume on PostgreSQL", || async {
+        seq_now(&client).await.filter(|s| *s > before + 3)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     audit_no_loss(&mut agent, &backend).await;
     drop(backend);
@@ -117,12 +158,22 @@ async fn sqlite_to_postgres_and_back_keeps_every_row_and_the_agent_resumes_witho
     // And back: PostgreSQL to a new SQLite file.
     let back = format!("sqlite://{}", dir.path().join("back.db").display());
     let out = migrate_data(&pg_url, &back);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let back_db = open(&back).await;
     let (pg_counts, back_counts) = (counts(&target).await, counts(&back_db).await);
     for ((table, a), (_, b)) in pg_counts.iter().zip(&back_counts) {
         let expected = if *table == "audit_log" { a + 1 } else { *a };
         assert_eq!(*b, expected, "{table}");
     }
-    assert_eq!(back_db.read("verify", palisade_backend::audit::store::verify).await.expect("verify"), None);
+    assert_eq!(
+        back_db
+            .read("verify", palisade_backend::audit::store::verify)
+            .await
+            .expect("verify"),
+        None
+    );
 }

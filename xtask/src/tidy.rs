@@ -30,7 +30,10 @@ fn rust_files() -> Vec<PathBuf> {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if path.is_dir() {
-                if matches!(name.as_ref(), "target" | ".git" | "node_modules" | "corpus" | "artifacts") {
+                if matches!(
+                    name.as_ref(),
+                    "target" | ".git" | "node_modules" | "corpus" | "artifacts"
+                ) {
                     continue;
                 }
                 walk(&path, out);
@@ -42,12 +45,20 @@ fn rust_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     walk(&workspace_root(), &mut files);
     files.sort();
-    assert!(files.len() > 50, "found only {} Rust files under {}", files.len(), workspace_root().display());
+    assert!(
+        files.len() > 50,
+        "found only {} Rust files under {}",
+        files.len(),
+        workspace_root().display()
+    );
     files
 }
 
 fn relative(path: &Path) -> String {
-    path.strip_prefix(workspace_root()).unwrap_or(path).display().to_string()
+    path.strip_prefix(workspace_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 fn read(path: &Path) -> String {
@@ -59,7 +70,9 @@ fn is_test_code(path: &Path) -> bool {
     let rel = relative(path);
     rel.split('/')
         .any(|part| matches!(part, "tests" | "benches" | "fuzz" | "fuzz_targets"))
-        || path.file_name().is_some_and(|n| n == "tests.rs" || n == "testing.rs")
+        || path
+            .file_name()
+            .is_some_and(|n| n == "tests.rs" || n == "testing.rs")
 }
 
 #[test]
@@ -68,17 +81,27 @@ fn every_source_file_opens_with_a_doc_comment() {
         .into_iter()
         .filter(|path| {
             let text = read(path);
-            let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+            let first = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("");
             !first.starts_with("//!")
         })
         .map(|p| relative(&p))
         .collect();
-    assert!(missing.is_empty(), "these files do not open with a `//!` comment saying what they are:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "these files do not open with a `//!` comment saying what they are:\n{}",
+        missing.join("\n")
+    );
 }
 
 /// Lines before the file's test module.
 fn code_lines(text: &str) -> usize {
-    text.lines().take_while(|l| !l.starts_with("#[cfg(test)]")).count()
+    text.lines()
+        .take_while(|l| !l.starts_with("#[cfg(test)]"))
+        .count()
 }
 
 #[test]
@@ -91,7 +114,11 @@ fn no_source_file_is_too_long() {
             (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", relative(&path)))
         })
         .collect();
-    assert!(long.is_empty(), "split these files into modules (at most {MAX_LINES} lines each):\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "split these files into modules (at most {MAX_LINES} lines each):\n{}",
+        long.join("\n")
+    );
 }
 
 /// Whether `line` opens an unsafe block, function or impl (not in a comment).
@@ -102,7 +129,9 @@ fn opens_unsafe(line: &str) -> bool {
         let before = rest[..i].chars().last();
         let after = rest[i + "unsafe".len()..].trim_start();
         let word_start = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-        if word_start && (after.starts_with('{') || after.starts_with("fn ") || after.starts_with("impl")) {
+        if word_start
+            && (after.starts_with('{') || after.starts_with("fn ") || after.starts_with("impl"))
+        {
             return true;
         }
         rest = &rest[i + "unsafe".len()..];
@@ -152,8 +181,15 @@ fn every_unsafe_block_says_why_it_is_sound() {
             }
         }
     }
-    assert!(seen > 0, "no unsafe code found at all: is the search broken?");
-    assert!(missing.is_empty(), "`unsafe` without a `// SAFETY:` comment above it:\n{}", missing.join("\n"));
+    assert!(
+        seen > 0,
+        "no unsafe code found at all: is the search broken?"
+    );
+    assert!(
+        missing.is_empty(),
+        "`unsafe` without a `// SAFETY:` comment above it:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
@@ -162,7 +198,12 @@ fn the_checks_catch_what_they_look_for() {
     assert!(opens_unsafe("unsafe fn g() {}"));
     assert!(!opens_unsafe("let unsafe_program = 1;"));
     assert!(!opens_unsafe("// unsafe { in a comment }"));
-    let lines = ["// SAFETY: f is sound here.", "#[allow(unsafe_code)]", "let x = unsafe { f() };", "let y = unsafe { g() };"];
+    let lines = [
+        "// SAFETY: f is sound here.",
+        "#[allow(unsafe_code)]",
+        "let x = unsafe { f() };",
+        "let y = unsafe { g() };",
+    ];
     assert!(has_safety_comment(&lines, 2));
     assert!(!has_safety_comment(&lines, 3));
     assert_eq!(code_lines("a\nb\n#[cfg(test)]\nmod tests {}\n"), 2);

@@ -69,3 +69,7 @@ CREATE TABLE metric_rollups_dirty (
     bucket     BIGINT NOT NULL,
     PRIMARY KEY (host_id, resolution, bucket)
 );
+
+-- Host lists are pages in (hostname, id) order: one index range per page.
+DROP INDEX hosts_hostname;
+CREATE INDEX hosts_hostname_id ON hosts (hostname, id);

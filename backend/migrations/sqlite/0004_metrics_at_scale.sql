@@ -92,3 +92,7 @@ CREATE TABLE metric_rollups_dirty (
 
 INSERT INTO metric_rollups_dirty (host_id, resolution, bucket)
 SELECT DISTINCT host_id, 60000, collected_at - (collected_at % 60000) FROM metric_samples;
+
+-- Host lists are pages in (hostname, id) order: one index range per page.
+DROP INDEX hosts_hostname;
+CREATE INDEX hosts_hostname_id ON hosts (hostname, id);

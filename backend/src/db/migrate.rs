@@ -151,11 +151,18 @@ mod tests {
 
     /// The `NNNN_name` files of `migrations/<dialect>/`.
     fn files(dialect: &str) -> Vec<String> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dialect);
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".sql").map(str::to_owned))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".sql")
+                    .map(str::to_owned)
+            })
             .collect();
         names.sort();
         names
@@ -168,7 +175,11 @@ mod tests {
         assert_eq!(sqlite, postgres, "the dialects have different migrations");
         for (dialect, list) in [("sqlite", SQLITE), ("postgres", POSTGRES)] {
             let listed: Vec<String> = list.iter().map(|m| m.name.to_owned()).collect();
-            assert_eq!(files(dialect), listed, "migrations/{dialect}/ and the list in migrate.rs differ");
+            assert_eq!(
+                files(dialect),
+                listed,
+                "migrations/{dialect}/ and the list in migrate.rs differ"
+            );
         }
     }
 
@@ -177,7 +188,11 @@ mod tests {
         for list in [SQLITE, POSTGRES] {
             for (i, m) in list.iter().enumerate() {
                 assert_eq!(m.version as usize, i + 1, "{}", m.name);
-                assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+                assert!(
+                    m.name.starts_with(&format!("{:04}_", m.version)),
+                    "{}",
+                    m.name
+                );
                 assert!(!m.sql.trim().is_empty(), "{} is empty", m.name);
             }
         }

@@ -85,8 +85,9 @@ impl PgPool {
         // One connection first, so a wrong address, password or certificate
         // is reported at once with the server's reason (the pool would retry
         // until its timeout and then say only that it timed out).
-        let first = r2d2::ManageConnection::connect(&manager)
-            .map_err(|e| DbError::Connect(format!("{}: {}", options.redacted, connect_reason(&e))))?;
+        let first = r2d2::ManageConnection::connect(&manager).map_err(|e| {
+            DbError::Connect(format!("{}: {}", options.redacted, connect_reason(&e)))
+        })?;
         drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size)

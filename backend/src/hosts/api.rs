@@ -6,12 +6,14 @@
 //! the domain types: a schema change is not an API change.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{AgentHealth, Host, MAX_HOST_ID, store};
+use super::{
+    AgentHealth, DEFAULT_PAGE, Host, MAX_HOST_ID, MAX_PAGE, page_cursor, parse_page_cursor, store,
+};
 use crate::identity::auth::ApiCaller;
 use crate::metrics::Sample;
 use crate::state::AppState;
@@ -25,7 +27,23 @@ pub fn routes() -> Routes {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HostList {
+    /// One page, by hostname.
     hosts: Vec<HostJson>,
+    /// Hosts in all pages (matching the filter).
+    total: u64,
+    /// Pass as `after=` for the next page; absent on the last page.
+    next: Option<String>,
+}
+
+/// Paging and filtering of `GET /api/v1/hosts`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Hosts per page: 1 to 1000, default 200.
+    limit: Option<u32>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// Only hosts whose hostname contains this (case-insensitive).
+    name: Option<String>,
 }
 
 /// A host as the API shows it.
@@ -200,21 +218,62 @@ fn host_json(state: &AppState, host: Host, latest: Option<Sample>) -> HostJson {
     }
 }
 
-/// Every host with its latest metrics.
+/// Hosts with their latest metrics, a page at a time, by hostname.
 #[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts",
-    responses((status = 200, description = "every host, by hostname", body = HostList),
+    params(ListQuery),
+    responses((status = 200, description = "a page of hosts, by hostname", body = HostList),
+              (status = 400, description = "a bad `after` or `limit`"),
               (status = 401, description = "no valid session or API token")),
     security(("bearer" = []), ("session" = [])))]
 async fn list_hosts(
     _caller: ApiCaller,
     State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<HostList>, WebError> {
-    let hosts = state.db.read("list hosts", store::list_with_latest).await?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(WebError::BadRequest(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let after =
+        match query.after.as_deref() {
+            None => None,
+            Some(cursor) => Some(parse_page_cursor(cursor).ok_or_else(|| {
+                WebError::BadRequest("after is not a cursor this API gave".into())
+            })?),
+        };
+    let name = query
+        .name
+        .filter(|n| !n.is_empty())
+        .map(|n| n.chars().take(256).collect::<String>());
+    let page = store::HostQuery {
+        after,
+        // One more than asked, to know whether there is a next page.
+        limit: limit + 1,
+        name_contains: name.clone(),
+    };
+    let (mut hosts, total) = state
+        .db
+        .read("list hosts", move |tx| {
+            Ok((
+                store::list_page(tx, &page)?,
+                store::count(tx, name.as_deref())?,
+            ))
+        })
+        .await?;
+    let more = hosts.len() > limit as usize;
+    hosts.truncate(limit as usize);
+    let next = more
+        .then(|| hosts.last().map(|(h, _)| page_cursor(h)))
+        .flatten();
     Ok(Json(HostList {
         hosts: hosts
             .into_iter()
             .map(|(host, latest)| host_json(&state, host, latest))
             .collect(),
+        total,
+        next,
     }))
 }
 

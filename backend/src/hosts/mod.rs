@@ -143,3 +143,28 @@ impl From<&pb::AgentHealth> for AgentHealth {
 
 /// Longest host id looked up (ids are UUIDs; anything longer is unknown).
 pub const MAX_HOST_ID: usize = 128;
+
+/// Hosts per page when a request names no limit, and the most it may ask.
+pub const DEFAULT_PAGE: u32 = 200;
+pub const MAX_PAGE: u32 = 1000;
+
+/// The opaque position after a host in (hostname, id) order, for the next
+/// page's `after=`.
+pub fn page_cursor(host: &Host) -> String {
+    use base64::Engine as _;
+    let json = serde_json::json!([host.hostname, host.id]).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// The (hostname, id) a cursor names; `None` for anything else.
+pub fn parse_page_cursor(cursor: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    if cursor.len() > 1024 {
+        return None;
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    let (name, id): (String, String) = serde_json::from_slice(&json).ok()?;
+    Some((name, id))
+}

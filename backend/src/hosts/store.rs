@@ -86,18 +86,82 @@ pub fn get(tx: &mut Tx<'_>, id: &str) -> Result<Option<Host>> {
     )
 }
 
-/// Every host with its latest sample, by hostname: one query, whatever the
-/// number of hosts.
-pub fn list_with_latest(tx: &mut Tx<'_>) -> Result<Vec<(Host, Option<Sample>)>> {
+/// Which hosts a list shows, one page at a time, in (hostname, id) order.
+#[derive(Debug, Clone, Default)]
+pub struct HostQuery {
+    /// Start after this (hostname, id): the previous page's last host.
+    pub after: Option<(String, String)>,
+    /// At most this many.
+    pub limit: u32,
+    /// Only hosts whose hostname contains this (case-insensitive).
+    pub name_contains: Option<String>,
+}
+
+/// `text` as a LIKE pattern matching itself anywhere (`\` escapes).
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// One page of hosts with their latest sample: one query, an index range
+/// (the statement names only the conditions in use, so each shape gets a
+/// plan of its own).
+pub fn list_page(tx: &mut Tx<'_>, query: &HostQuery) -> Result<Vec<(Host, Option<Sample>)>> {
+    let pattern = query.name_contains.as_deref().map(contains_pattern);
+    let mut conditions = Vec::new();
+    let mut values: Vec<crate::db::Param<'_>> = Vec::new();
+    if let Some((name, id)) = &query.after {
+        conditions.push(format!(
+            "(hosts.hostname, hosts.id) > (${}, ${})",
+            values.len() + 1,
+            values.len() + 2
+        ));
+        values.push(name.as_str().into());
+        values.push(id.as_str().into());
+    }
+    if let Some(pattern) = &pattern {
+        conditions.push(format!(
+            "lower(hosts.hostname) LIKE ${} ESCAPE '\\'",
+            values.len() + 1
+        ));
+        values.push(pattern.as_str().into());
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    values.push(query.limit.into());
     tx.query(
         &format!(
             "SELECT {HOST_COLUMNS}, {} FROM hosts LEFT JOIN host_latest_metrics m ON m.host_id = hosts.id
-             ORDER BY hosts.hostname, hosts.id",
-            sample_columns("m")
+             {filter} ORDER BY hosts.hostname, hosts.id LIMIT ${}",
+            sample_columns("m"),
+            values.len()
         ),
-        params![],
+        &values,
         |row| Ok((host_from_row(row)?, sample_at(row, HOST_COLUMN_COUNT)?)),
     )
+}
+
+/// How many hosts match `name_contains` (all of them without one).
+pub fn count(tx: &mut Tx<'_>, name_contains: Option<&str>) -> Result<u64> {
+    match name_contains.map(contains_pattern) {
+        None => tx.query_one("SELECT COUNT(*) FROM hosts", params![], |row| row.get(0)),
+        Some(pattern) => tx.query_one(
+            "SELECT COUNT(*) FROM hosts WHERE lower(hostname) LIKE $1 ESCAPE '\\'",
+            params![&pattern],
+            |row| row.get(0),
+        ),
+    }
 }
 
 /// One host with its latest sample.

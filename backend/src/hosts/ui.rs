@@ -176,13 +176,83 @@ struct HostRow {
 struct HostsPage {
     layout: Layout,
     hosts: Vec<HostRow>,
+    /// Hosts matching the filter, on every page.
+    total: u64,
+    /// Connected to this backend now (all hosts).
     online: usize,
+    /// The filter as typed, for the search box.
+    name: String,
+    /// The link to the next page, if there is one.
+    next: Option<String>,
+    /// The link to the first page, when this is not it.
+    first: Option<String>,
 }
 
-async fn hosts_page(user: UiUser, State(state): State<AppState>) -> Result<Response, WebError> {
+/// Hosts per page of the list.
+const PAGE_SIZE: u32 = 100;
+
+#[derive(Debug, Deserialize)]
+struct HostsQuery {
+    after: Option<String>,
+    name: Option<String>,
+}
+
+async fn hosts_page(
+    user: UiUser,
+    State(state): State<AppState>,
+    Query(query): Query<HostsQuery>,
+) -> Result<Response, WebError> {
     let now = crate::now_millis();
-    // One query, hosts in hostname order with their latest sample.
-    let hosts = state.db.read("list hosts", store::list_with_latest).await?;
+    let name = query
+        .name
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect::<String>();
+    let after = match query.after.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(cursor) => Some(
+            super::parse_page_cursor(cursor)
+                .ok_or_else(|| WebError::BadRequest("this page link is not valid".into()))?,
+        ),
+    };
+    let is_first = after.is_none();
+    let page = store::HostQuery {
+        after,
+        limit: PAGE_SIZE + 1,
+        name_contains: (!name.is_empty()).then(|| name.clone()),
+    };
+    let filter = page.name_contains.clone();
+    // One snapshot: the page (one query, an index range) and the count.
+    let (mut hosts, total) = state
+        .db
+        .read("list hosts", move |tx| {
+            Ok((
+                store::list_page(tx, &page)?,
+                store::count(tx, filter.as_deref())?,
+            ))
+        })
+        .await?;
+    let more = hosts.len() > PAGE_SIZE as usize;
+    hosts.truncate(PAGE_SIZE as usize);
+    let link = |after: Option<String>| {
+        let mut params = Vec::new();
+        if !name.is_empty() {
+            params.push(format!("name={}", urlencode(&name)));
+        }
+        if let Some(after) = after {
+            params.push(format!("after={after}"));
+        }
+        if params.is_empty() {
+            "/hosts".to_owned()
+        } else {
+            format!("/hosts?{}", params.join("&"))
+        }
+    };
+    let next = more
+        .then(|| hosts.last().map(|(h, _)| link(Some(super::page_cursor(h)))))
+        .flatten();
+    let first = (!is_first).then(|| link(None));
     let mut rows = Vec::with_capacity(hosts.len());
     for (host, metrics) in hosts {
         let status = Status::of(&host, &state.registry, now);
@@ -200,13 +270,28 @@ async fn hosts_page(user: UiUser, State(state): State<AppState>) -> Result<Respo
             hostname: host.hostname,
         });
     }
-    let online = rows.iter().filter(|r| r.status.online).count();
     let page = HostsPage {
         layout: Layout::for_user(&user),
         hosts: rows,
-        online,
+        total,
+        online: state.registry.online_count(),
+        name,
+        next,
+        first,
     };
     Ok(html(StatusCode::OK, page.render()?))
+}
+
+/// Percent-encodes `s` for a query string.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

@@ -870,3 +870,85 @@ async fn bearer_requests_are_exempt_from_the_origin_check() {
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(reply.json()["request_id"], reply.request_id());
 }
+
+#[tokio::test]
+async fn host_lists_are_paged_in_the_api_and_the_ui() {
+    let state = state();
+    let cookie = login(&state).await;
+    let (token, _) = super::testing::api_token(&state, "pages", None).await;
+    for n in 0..7 {
+        super::testing::enroll(
+            &state,
+            &format!("{n:08}-aaaa-4bbb-8ccc-dddddddddddd"),
+            &format!("web-{n}"),
+            T0,
+        )
+        .await;
+    }
+    let app = app(&state);
+    let mut seen = Vec::new();
+    let mut uri = "/api/v1/hosts?limit=3".to_owned();
+    loop {
+        let reply = send(&app, bearer(&uri, &token)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let body = reply.json();
+        assert_eq!(body["total"], 7);
+        for host in body["hosts"].as_array().expect("hosts") {
+            seen.push(host["hostname"].as_str().unwrap_or_default().to_owned());
+        }
+        match body["next"].as_str() {
+            Some(next) => uri = format!("/api/v1/hosts?limit=3&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|n| format!("web-{n}")).collect::<Vec<_>>());
+    let filtered = send(&app, bearer("/api/v1/hosts?name=EB-3", &token))
+        .await
+        .json();
+    assert_eq!(filtered["total"], 1);
+    assert_eq!(filtered["hosts"][0]["hostname"], "web-3");
+    for bad in [
+        "/api/v1/hosts?limit=0",
+        "/api/v1/hosts?limit=1001",
+        "/api/v1/hosts?after=bm90LWEtY3Vyc29y",
+    ] {
+        let reply = send(&app, bearer(bad, &token)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    // The page: 100 a page, a search box, links to the next page.
+    for n in 7..150 {
+        super::testing::enroll(
+            &state,
+            &format!("{n:08}-aaaa-4bbb-8ccc-dddddddddddd"),
+            &format!("web-{n:03}"),
+            T0,
+        )
+        .await;
+    }
+    let page = send(&app, get("/hosts", Some(&cookie))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("0 of 150 online"), "{}", page.body);
+    assert_eq!(
+        page.body.matches("<tr>").count(),
+        101,
+        "a header row and 100 hosts"
+    );
+    let next = page
+        .body
+        .split("href=\"")
+        .find(|l| l.contains("rel=\"next\""))
+        .and_then(|l| l.split('"').next())
+        .expect("a next link")
+        .replace("&amp;", "&");
+    let second = send(&app, get(&next, Some(&cookie))).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body.matches("<tr>").count(), 51);
+    assert!(second.body.contains("First page"));
+    let search = send(&app, get("/hosts?name=web-14", Some(&cookie))).await;
+    assert!(
+        search.body.contains("10 matching"),
+        "web-140 to web-149: {}",
+        search.body
+    );
+}

@@ -11,6 +11,7 @@ use crate::{Ctx, T0, conformance, facts, health, metrics, rec};
 
 conformance!(
     hosts_are_listed_with_their_latest_sample_and_seen,
+    host_lists_are_pages_in_hostname_order_with_a_filter,
     records_are_applied_once_and_stored_up_to_is_the_maximum,
     an_older_facts_or_health_record_does_not_overwrite_a_newer_one,
     unreported_facts_are_null,
@@ -29,7 +30,15 @@ async fn hosts_are_listed_with_their_latest_sample_and_seen(ctx: Ctx) {
     )
     .await
     .unwrap();
-    let listed = ctx.db.read("t", store::list_with_latest).await.unwrap();
+    let all = store::HostQuery {
+        limit: 100,
+        ..store::HostQuery::default()
+    };
+    let listed = ctx
+        .db
+        .read("t", move |tx| store::list_page(tx, &all))
+        .await
+        .unwrap();
     let ids: Vec<&str> = listed.iter().map(|(h, _)| h.id.as_str()).collect();
     assert_eq!(ids, ["h1", "h2"], "by hostname");
     assert!(listed[0].1.is_none());
@@ -334,4 +343,72 @@ async fn out_of_range_values_are_clamped_or_refused(ctx: Ctx) {
         .unwrap()
         .unwrap();
     assert_eq!(host.stored_up_to_seq, 1);
+}
+
+async fn host_lists_are_pages_in_hostname_order_with_a_filter(ctx: Ctx) {
+    let ctx = ctx.with_host("h-00").await;
+    for n in 1..25 {
+        ctx.add_host(&format!("h-{n:02}")).await;
+    }
+    // Two hosts share a hostname: the id breaks the tie.
+    ctx.raw("UPDATE hosts SET hostname = 'h-05.example' WHERE id = 'h-06'");
+    let page = |after: Option<(String, String)>, limit: u32, name: Option<&str>| {
+        let db = ctx.db.clone();
+        let query = store::HostQuery {
+            after,
+            limit,
+            name_contains: name.map(str::to_owned),
+        };
+        async move {
+            db.read("t", move |tx| store::list_page(tx, &query))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(h, _)| (h.hostname, h.id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let got = page(after.clone(), 7, None).await;
+        if got.is_empty() {
+            break;
+        }
+        after = got.last().cloned();
+        all.extend(got);
+    }
+    assert_eq!(all.len(), 25, "every host once");
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "in (hostname, id) order");
+    assert_eq!(all[5], ("h-05.example".to_owned(), "h-05".to_owned()));
+    assert_eq!(all[6], ("h-05.example".to_owned(), "h-06".to_owned()));
+
+    // The filter is a case-insensitive substring; LIKE's wildcards are literal.
+    let ones: Vec<String> = page(None, 100, Some("H-1"))
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(ones, (10..20).map(|n| format!("h-{n}")).collect::<Vec<_>>());
+    assert!(
+        page(None, 100, Some("h_0")).await.is_empty(),
+        "_ is not a wildcard"
+    );
+    assert!(
+        page(None, 100, Some("%")).await.is_empty(),
+        "% is not a wildcard"
+    );
+    let count = |name: Option<&'static str>| {
+        let db = ctx.db.clone();
+        async move {
+            db.read("t", move |tx| store::count(tx, name))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(None).await, 25);
+    assert_eq!(count(Some("-1")).await, 10);
+    assert_eq!(count(Some("%")).await, 0);
 }

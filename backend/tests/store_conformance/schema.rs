@@ -118,20 +118,36 @@ async fn the_copy_list_names_every_table(ctx: Ctx) {
 /// chain to `sslrootcert` and name the host; another CA is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_over_tls_verifies_the_server() {
-    let database = tokio::task::spawn_blocking(|| palisade_testkit::pg::database().expect("database"))
-        .await
-        .unwrap();
+    let database =
+        tokio::task::spawn_blocking(|| palisade_testkit::pg::database().expect("database"))
+            .await
+            .unwrap();
     let tls_url = database.tls_url();
     assert!(tls_url.contains("sslmode=verify-full"), "{tls_url}");
     let url = DatabaseUrl::parse(&tls_url).unwrap();
-    let db = tokio::task::spawn_blocking(move || Db::open(&url)).await.unwrap().expect("a verified TLS connection");
+    let db = tokio::task::spawn_blocking(move || Db::open(&url))
+        .await
+        .unwrap()
+        .expect("a verified TLS connection");
     let ssl: bool = db
-        .read("t", |tx| tx.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[], |r| r.get(0)))
+        .read("t", |tx| {
+            tx.query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+                |r| r.get(0),
+            )
+        })
         .await
         .unwrap();
     assert!(ssl, "the connection is encrypted");
     let version: String = db
-        .read("t", |tx| tx.query_one("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[], |r| r.get(0)))
+        .read("t", |tx| {
+            tx.query_one(
+                "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+                |r| r.get(0),
+            )
+        })
         .await
         .unwrap();
     assert_eq!(version, "TLSv1.3");
@@ -148,7 +164,9 @@ async fn postgres_over_tls_verifies_the_server() {
         &format!("sslrootcert={}", other_ca.display()),
     );
     let url = DatabaseUrl::parse(&wrong).unwrap();
-    let refused = tokio::task::spawn_blocking(move || Db::open(&url).map(|_| ())).await.unwrap();
+    let refused = tokio::task::spawn_blocking(move || Db::open(&url).map(|_| ()))
+        .await
+        .unwrap();
     assert!(matches!(refused, Err(DbError::Connect(_))), "{refused:?}");
     drop(db);
 }

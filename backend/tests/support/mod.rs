@@ -645,7 +645,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 pub async fn stored_seqs(backend: &Backend) -> Vec<u64> {
     let db = backend.db().await;
     db.read("stored seqs", |tx| {
-        let hosts = palisade_backend::hosts::store::list_with_latest(tx)?;
+        let all = palisade_backend::hosts::store::HostQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        let hosts = palisade_backend::hosts::store::list_page(tx, &all)?;
         assert_eq!(hosts.len(), 1);
         palisade_backend::hosts::store::record_seqs(tx, &hosts[0].0.id)
     })
@@ -673,7 +677,8 @@ pub async fn audit_no_loss(agent: &mut Agent, backend: &Backend) {
         (1..=max_stored).collect::<Vec<_>>(),
         "the backend's records have a gap"
     );
-    let all: std::collections::BTreeSet<u64> = stored.iter().chain(pending.iter()).copied().collect();
+    let all: std::collections::BTreeSet<u64> =
+        stored.iter().chain(pending.iter()).copied().collect();
     assert_eq!(
         all,
         (1..next).collect::<std::collections::BTreeSet<_>>(),
@@ -684,4 +689,3 @@ pub async fn audit_no_loss(agent: &mut Agent, backend: &Backend) {
         "too few records to prove anything: {max_stored}"
     );
 }
-

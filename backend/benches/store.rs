@@ -1,0 +1,462 @@
+//! Storage benchmarks on both dialects (not criterion: whole scenarios with
+//! CPU accounting).
+//!
+//! - **Metric ingest**: batches of 512 metric records of one host (as the
+//!   uplink stores them: one transaction per batch, `hosts::ingest::
+//!   store_records`) for 100 hosts. Reported per CPU second of the backend
+//!   process (the figure "per backend core"), per wall second, and, for
+//!   PostgreSQL, per CPU second of backend and database server together.
+//! - **Host list**: 10,000 hosts with facts and a latest sample; the median
+//!   time of `GET /hosts` (the page, rendered) and `GET /api/v1/hosts` (the
+//!   JSON) through the real router, in process, bodies read whole.
+//!
+//! Run: `cargo bench -p palisade-backend --bench store`
+//! (`PALISADE_BENCH_SAMPLES` sets the number of samples ingested per
+//! dialect, default 300,000). PostgreSQL runs on a throwaway cluster started
+//! by the bench (fsync off, like every test cluster: the figure measures the
+//! backend's work, not the disk).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, header};
+use palisade_backend::config::Config;
+use palisade_backend::db::{DatabaseUrl, Db};
+use palisade_backend::enrollment::EnrollmentToken;
+use palisade_backend::hosts::NewHost;
+use palisade_backend::hosts::ingest::AgentRecord;
+use palisade_backend::identity::{ApiToken, NewSession, NewUser, Role};
+use palisade_backend::state::AppState;
+use palisade_backend::uplink::registry::Registry;
+use palisade_proto::msg::{Record, RecordBody};
+use palisade_proto::pb;
+use tower::ServiceExt;
+
+const HOSTS_INGEST: usize = 100;
+const BATCH: usize = 512;
+const HOSTS_LIST: usize = 10_000;
+const LIST_RUNS: usize = 31;
+
+fn cpu_seconds_self() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(usage.user_time()) + t(usage.system_time())
+}
+
+/// CPU seconds used so far by every process of the PostgreSQL cluster whose
+/// postmaster has pid `postmaster` (the postmaster and its children).
+fn cpu_seconds_of_cluster(postmaster: u32) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ppid: u32 = fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+        if pid == postmaster || ppid == postmaster {
+            let utime: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+            let stime: f64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+            total += (utime + stime) / ticks;
+        }
+    }
+    total
+}
+
+fn metrics(collected_at: i64, cpu: f64) -> pb::Metrics {
+    pb::Metrics {
+        collected_at_unix_ms: collected_at,
+        cpu_percent: cpu,
+        memory_total_bytes: 16 << 30,
+        memory_available_bytes: 9 << 30,
+        swap_total_bytes: 2 << 30,
+        swap_free_bytes: 1 << 30,
+        load_1: 0.42,
+        load_5: 0.37,
+        load_15: 0.31,
+        filesystems: vec![
+            pb::FilesystemUsage {
+                mount_point: "/".into(),
+                device: "/dev/vda1".into(),
+                fs_type: "ext4".into(),
+                total_bytes: 100 << 30,
+                used_bytes: 41 << 30,
+                available_bytes: 54 << 30,
+            },
+            pb::FilesystemUsage {
+                mount_point: "/var".into(),
+                device: "/dev/vda2".into(),
+                fs_type: "xfs".into(),
+                total_bytes: 200 << 30,
+                used_bytes: 12 << 30,
+                available_bytes: 188 << 30,
+            },
+        ],
+        network: vec![pb::NetworkCounters {
+            interface: "eth0".into(),
+            rx_bytes: 1_234_567_890,
+            tx_bytes: 987_654_321,
+        }],
+        uptime_seconds: 1_234_567,
+        process_count: 211,
+    }
+}
+
+fn host_id(n: usize) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+fn enroll_hosts(db: &Db, count: usize, t0: i64) {
+    let token = EnrollmentToken {
+        id: "benchbenchbench0".into(),
+        secret_hash: vec![0; 32],
+        host_group: Some("bench".into()),
+        cidrs: Vec::new(),
+        max_per_day: None,
+        expires_at: None,
+        created_at: t0,
+        revoked_at: None,
+    };
+    db.write_blocking("bench token", |tx| {
+        palisade_backend::enrollment::store::create_token(tx, &token)
+    })
+    .expect("token");
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        db.write_blocking("bench hosts", |tx| {
+            for &n in chunk {
+                let host = NewHost {
+                    id: host_id(n),
+                    hostname: format!("host-{n:05}.bench.example"),
+                    host_group: Some("bench".into()),
+                    enrolled_at: t0,
+                    enrolled_from: "10.0.0.1".into(),
+                    token_id: "benchbenchbench0".into(),
+                    cert_sha256: "ab".repeat(32),
+                };
+                palisade_backend::hosts::store::insert(tx, &host)?;
+            }
+            Ok(())
+        })
+        .expect("hosts");
+    }
+}
+
+struct Ingest {
+    samples: usize,
+    wall: f64,
+    backend_cpu: f64,
+    server_cpu: Option<f64>,
+}
+
+async fn ingest(db: &Db, samples: usize, writers: usize, postmaster: Option<u32>) -> Ingest {
+    let t0 = 1_750_000_000_000i64;
+    tokio::task::block_in_place(|| enroll_hosts(db, HOSTS_INGEST, t0));
+    let batches = samples / BATCH;
+    // Build every batch first: the timed part is the backend's work.
+    let mut work: Vec<(String, Vec<Record>)> = (0..batches)
+        .map(|b| {
+            let host = b % HOSTS_INGEST;
+            let round = b / HOSTS_INGEST;
+            let records = (0..BATCH)
+                .map(|i| {
+                    let k = (round * BATCH + i) as i64;
+                    Record {
+                        seq: k as u64 + 1,
+                        created_at_unix_ms: t0 + k * 10_000,
+                        body: RecordBody::Metrics(metrics(t0 + k * 10_000, (k % 100) as f64)),
+                    }
+                })
+                .collect();
+            (host_id(host), records)
+        })
+        .collect();
+    if let Some(_) = postmaster {
+        // Partitions for the days the samples cover, as the background job
+        // makes them ahead of time.
+        let last = t0 + (samples as i64 / HOSTS_INGEST as i64 + BATCH as i64) * 10_000;
+        tokio::task::block_in_place(|| {
+            db.write_blocking("bench partitions", |tx| {
+                palisade_backend::metrics::maintenance::ensure_partitions_between(tx, t0, last)
+            })
+        })
+        .expect("partitions");
+    }
+    let server_before = postmaster.map(cpu_seconds_of_cluster);
+    let cpu_before = cpu_seconds_self();
+    let started = Instant::now();
+    let queue = Arc::new(std::sync::Mutex::new(std::mem::take(&mut work)));
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let (db, queue) = (db.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().expect("queue").pop();
+                let Some((host, records)) = next else { break };
+                db.write("store records", move |tx| {
+                    let records: Vec<AgentRecord> = records.iter().map(AgentRecord::from).collect();
+                    palisade_backend::hosts::ingest::store_records(tx, &host, t0, &records)
+                })
+                .await
+                .expect("store");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let backend_cpu = cpu_seconds_self() - cpu_before;
+    let server_cpu = postmaster
+        .zip(server_before)
+        .map(|(pm, before)| cpu_seconds_of_cluster(pm) - before);
+    Ingest {
+        samples: batches * BATCH,
+        wall,
+        backend_cpu,
+        server_cpu,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// 10,000 hosts with facts and a latest sample.
+fn seed_list(db: &Db, existing: usize, t0: i64) {
+    db.write_blocking("bench hosts", |tx| {
+        for n in existing..HOSTS_LIST {
+            let host = NewHost {
+                id: host_id(n),
+                hostname: format!("host-{n:05}.bench.example"),
+                host_group: Some("bench".into()),
+                enrolled_at: t0,
+                enrolled_from: "10.0.0.1".into(),
+                token_id: "benchbenchbench0".into(),
+                cert_sha256: "ab".repeat(32),
+            };
+            palisade_backend::hosts::store::insert(tx, &host)?;
+        }
+        Ok(())
+    })
+    .expect("hosts");
+    for chunk in (0..HOSTS_LIST).collect::<Vec<_>>().chunks(500) {
+        db.write_blocking("bench latest", |tx| {
+            for &n in chunk {
+                let records = [
+                    Record {
+                        seq: 1_000_000,
+                        created_at_unix_ms: t0,
+                        body: RecordBody::Facts(pb::HostFacts {
+                            hostname: format!("host-{n:05}.bench.example"),
+                            os_pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
+                            os_id: "debian".into(),
+                            os_version_id: "12".into(),
+                            kernel_release: "6.1.0-28-amd64".into(),
+                            architecture: "x86_64".into(),
+                            cpu_count: 4,
+                            memory_total_bytes: 16 << 30,
+                            boot_time_unix: 1_700_000_000,
+                        }),
+                    },
+                    Record {
+                        seq: 1_000_001,
+                        created_at_unix_ms: t0 + 10_000_000_000,
+                        body: RecordBody::Metrics(metrics(t0 + 10_000_000_000, 12.5)),
+                    },
+                ];
+                let records: Vec<AgentRecord> = records.iter().map(AgentRecord::from).collect();
+                palisade_backend::hosts::ingest::store_records(tx, &host_id(n), t0, &records)?;
+            }
+            Ok(())
+        })
+        .expect("latest");
+    }
+}
+
+/// Median milliseconds of `GET /hosts` (the first page, 100 hosts),
+/// `GET /api/v1/hosts` (the first page, 200 hosts) and `GET /api/v1/hosts?
+/// limit=1000` with 10,000 hosts.
+async fn host_list(db: &Db) -> (f64, f64, f64, usize) {
+    let t0 = 1_750_000_000_000i64;
+    // The ingest part used 100 hosts of the same numbering: add the rest.
+    let existing: i64 = db
+        .read("count", |tx| {
+            tx.query_one("SELECT COUNT(*) FROM hosts", &[], |r| r.get(0))
+        })
+        .await
+        .expect("count");
+    let existing = existing as usize;
+    tokio::task::block_in_place(|| seed_list(db, existing, t0));
+    let pki_dir = tempfile::tempdir().expect("pki dir");
+    let pki = Arc::new(
+        palisade_backend::pki::Pki::load_or_create(pki_dir.path(), &[], None).expect("pki"),
+    );
+    let state = AppState::new(
+        db.clone(),
+        Arc::new(Registry::new()),
+        pki,
+        Arc::new(Config::default()),
+    );
+    let app = palisade_backend::web::router(state)
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+    // A session and an API token, made the way the backend makes them.
+    let cookie = "bench-session-cookie-value-0123456789abcdef";
+    let now = palisade_backend::now_millis();
+    tokio::task::block_in_place(|| {
+        db.write_blocking("bench auth", |tx| {
+            let user = palisade_backend::identity::store::create_user(
+                tx,
+                &NewUser {
+                    username: "bench".into(),
+                    password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+                    role: Role::Admin,
+                    created_at: now,
+                },
+            )?;
+            palisade_backend::identity::store::create_session(
+                tx,
+                &NewSession {
+                    id_hash: palisade_backend::secrets::hash_secret(cookie),
+                    user_id: user.id,
+                    created_at: now,
+                    expires_at: now + 3_600_000,
+                    source_ip: "127.0.0.1".into(),
+                    user_agent: "bench".into(),
+                },
+            )?;
+            palisade_backend::identity::store::create_api_token(
+                tx,
+                &ApiToken {
+                    id: "0123456789abcdef".into(),
+                    name: "bench".into(),
+                    secret_hash: palisade_backend::secrets::hash_secret(
+                        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                    ),
+                    created_at: now,
+                    revoked_at: None,
+                },
+            )
+        })
+    })
+    .expect("auth");
+    let timed = |request: Request<Body>| {
+        let app = app.clone();
+        async move {
+            let started = Instant::now();
+            let response = app.oneshot(request).await.expect("router");
+            assert_eq!(response.status(), 200);
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            (started.elapsed().as_secs_f64() * 1000.0, body.len())
+        }
+    };
+    let mut page = Vec::new();
+    let mut api = Vec::new();
+    let mut api_max = Vec::new();
+    let mut api_bytes = 0;
+    for _ in 0..LIST_RUNS {
+        let request = Request::get("/hosts")
+            .header(header::HOST, "bench")
+            .header(header::COOKIE, format!("__Host-palisade_session={cookie}"))
+            .body(Body::empty())
+            .expect("request");
+        page.push(timed(request).await.0);
+        let request = Request::get("/api/v1/hosts")
+            .header(header::HOST, "bench")
+            .header(
+                header::AUTHORIZATION,
+                "Bearer 0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            )
+            .body(Body::empty())
+            .expect("request");
+        let (ms, bytes) = timed(request).await;
+        api.push(ms);
+        api_bytes = bytes;
+        let request = Request::get("/api/v1/hosts?limit=1000")
+            .header(header::HOST, "bench")
+            .header(
+                header::AUTHORIZATION,
+                "Bearer 0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            )
+            .body(Body::empty())
+            .expect("request");
+        api_max.push(timed(request).await.0);
+    }
+    (median(page), median(api), median(api_max), api_bytes)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let samples: usize = std::env::var("PALISADE_BENCH_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Db::open(&DatabaseUrl::Sqlite(dir.path().join("bench.db"))).expect("sqlite");
+    let cluster = palisade_testkit::pg::Cluster::start(&dir.path().join("pg")).expect("postgres");
+    let postmaster: u32 = std::fs::read_to_string(cluster.dir().join("data/postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next()?.trim().parse().ok())
+        .expect("postmaster pid");
+    let pg_url = cluster.url("postgres");
+    let postgres = Db::open(&DatabaseUrl::parse(&pg_url).expect("url")).expect("postgres");
+
+    println!(
+        "metric ingest: {samples} samples per dialect, batches of {BATCH}, {HOSTS_INGEST} hosts"
+    );
+    for (name, db, writers, pm) in [
+        ("sqlite", &sqlite, 1, None),
+        ("postgres", &postgres, 2, Some(postmaster)),
+    ] {
+        let r = rt.block_on(ingest(db, samples, writers, pm));
+        print!(
+            "  {name:<9} {} samples in {:.2} s wall ({:.0}/s), backend CPU {:.2} s: {:.0} samples per backend CPU second",
+            r.samples,
+            r.wall,
+            r.samples as f64 / r.wall,
+            r.backend_cpu,
+            r.samples as f64 / r.backend_cpu
+        );
+        if let Some(server) = r.server_cpu {
+            print!(
+                "; database server CPU {server:.2} s: {:.0} samples per CPU second of backend and server together",
+                r.samples as f64 / (r.backend_cpu + server)
+            );
+        }
+        println!();
+    }
+    println!("host list with {HOSTS_LIST} hosts, median of {LIST_RUNS}:");
+    for (name, db) in [("sqlite", &sqlite), ("postgres", &postgres)] {
+        let (page, api, api_max, bytes) = rt.block_on(host_list(db));
+        println!(
+            "  {name:<9} GET /hosts {page:.1} ms, GET /api/v1/hosts {api:.1} ms ({bytes} bytes of JSON), \
+             GET /api/v1/hosts?limit=1000 {api_max:.1} ms"
+        );
+    }
+    drop(postgres);
+    std::thread::sleep(Duration::from_millis(200));
+    drop(cluster);
+}
