@@ -184,7 +184,7 @@ async fn ingest(db: &Db, samples: usize, writers: usize, postmaster: Option<u32>
             (host_id(host), records)
         })
         .collect();
-    if let Some(_) = postmaster {
+    if postmaster.is_some() {
         // Partitions for the days the samples cover, as the background job
         // makes them ahead of time.
         let last = t0 + (samples as i64 / HOSTS_INGEST as i64 + BATCH as i64) * 10_000;
@@ -311,6 +311,7 @@ async fn host_list(db: &Db) -> (f64, f64, f64, usize) {
         Arc::new(Registry::new()),
         pki,
         Arc::new(Config::default()),
+        Arc::new(palisade_backend::audit::checkpoint::AuditKey::ephemeral().expect("audit key")),
     );
     let app = palisade_backend::web::router(state)
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));

@@ -14,7 +14,6 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::db::Millis;
-use crate::identity::Role;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +54,15 @@ pub enum Command {
     /// API tokens for automation.
     #[command(subcommand, name = "api-token")]
     ApiToken(ApiTokenCommand),
+    /// Enrolled hosts.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Roles and the permission catalogue.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// The audit trail's integrity.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Copy a whole database into an empty one (SQLite to PostgreSQL or
     /// back), then verify the copy. Stop the backend first.
     MigrateData(MigrateDataArgs),
@@ -108,24 +116,81 @@ pub enum UserCommand {
     /// Create a local account and print its generated password once.
     Create {
         name: String,
+        /// The role it holds: admin, operator, auditor, viewer or a custom one.
         #[arg(long, default_value = "viewer")]
-        role: Role,
+        role: String,
+        /// Hold the role only for the hosts of this host group.
+        #[arg(long)]
+        group: Option<String>,
     },
+    /// List users and their roles.
+    List,
+    /// Disable a user (their sessions end at once).
+    Disable { name: String },
+    /// Enable a disabled user.
+    Enable { name: String },
+    /// Delete a user (their sessions, roles and API tokens too).
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ApiTokenCommand {
     /// Create an API token and print it once.
-    Create { name: String },
+    Create {
+        name: String,
+        /// A role whose permissions the token carries.
+        #[arg(long)]
+        role: Option<String>,
+        /// A permission the token carries (repeatable; `role permissions` lists them).
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        /// The token reaches only this host group's hosts.
+        #[arg(long)]
+        group: Option<String>,
+        /// Lifetime, e.g. 30m, 12h, 7d, 2w (default: no expiry).
+        #[arg(long, value_parser = parse_duration_ms)]
+        expires: Option<Millis>,
+    },
+    /// List API tokens (never their secrets).
+    List,
+    /// Revoke an API token by id.
+    Revoke { id: String },
 }
 
-impl clap::ValueEnum for Role {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[Role::Admin, Role::Operator, Role::Auditor, Role::Viewer]
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.as_str()))
-    }
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Revoke a host: its agent's connection is refused from now on.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the chain against every signed checkpoint: those in the
+    /// database, the backend's own copy and any exported copy given.
+    /// Exits 1 when the trail was tampered with, 2 when it cannot verify.
+    Verify {
+        /// The checkpoint key's public half (hex), for verifying away from
+        /// the backend. Default: derived from the key file.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// An exported copy of checkpoints (`audit checkpoints`, or
+        /// `GET /api/v1/audit/checkpoints`); repeatable.
+        #[arg(long = "checkpoints")]
+        checkpoints: Vec<PathBuf>,
+    },
+    /// Print the signed checkpoints, one JSON object a line, for keeping
+    /// away from this machine.
+    Checkpoints,
+    /// Print the checkpoint key's public half (hex).
+    PublicKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// List roles and how many permissions each holds.
+    List,
+    /// List every permission of the catalogue.
+    Permissions,
 }
 
 /// A duration the command line does not understand; the message says why.
@@ -194,6 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(_) = cli.command {
         return crate::server::serve(config).await;
     }
+    let audit_config = config.clone();
     let (db, pki) = tokio::task::spawn_blocking(move || crate::server::open(&config))
         .await
         .context("opening the data directory")??;
@@ -224,19 +290,90 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::enrollment::cli::revoke(&db, &id).await?;
             eprintln!("enrollment token {id} revoked");
         }
-        Command::User(UserCommand::Create { name, role }) => {
-            let password = crate::identity::cli::create_user(&db, &name, role).await?;
-            eprintln!(
-                "user {name} ({}) created; the password is shown only now:",
-                role.as_str()
-            );
+        Command::User(UserCommand::Create { name, role, group }) => {
+            let password =
+                crate::identity::cli::create_user(&db, &name, &role, group.as_deref()).await?;
+            eprintln!("user {name} ({role}) created; the password is shown only now:");
             println!("{password}");
         }
-        Command::ApiToken(ApiTokenCommand::Create { name }) => {
-            let token = crate::identity::cli::create_api_token(&db, &name).await?;
+        Command::User(UserCommand::List) => {
+            print!("{}", crate::identity::cli::list_users(&db).await?)
+        }
+        Command::User(UserCommand::Disable { name }) => {
+            crate::identity::cli::set_disabled(&db, &name, true).await?;
+            eprintln!("user {name} disabled; their sessions have ended");
+        }
+        Command::User(UserCommand::Enable { name }) => {
+            crate::identity::cli::set_disabled(&db, &name, false).await?;
+            eprintln!("user {name} enabled");
+        }
+        Command::User(UserCommand::Delete { name }) => {
+            crate::identity::cli::delete_user(&db, &name).await?;
+            eprintln!("user {name} deleted");
+        }
+        Command::ApiToken(ApiTokenCommand::Create {
+            name,
+            role,
+            permissions,
+            group,
+            expires,
+        }) => {
+            let request = crate::identity::cli::NewApiToken {
+                name: name.clone(),
+                role,
+                permissions,
+                group,
+                expires_in: expires,
+            };
+            let token = crate::identity::cli::create_api_token(&db, request).await?;
             let id = token.split('.').next().unwrap_or_default();
             eprintln!("API token {id} ({name}) created; it is shown only now:");
             println!("{token}");
+        }
+        Command::ApiToken(ApiTokenCommand::List) => {
+            print!("{}", crate::identity::cli::list_api_tokens(&db).await?)
+        }
+        Command::ApiToken(ApiTokenCommand::Revoke { id }) => {
+            crate::identity::cli::revoke_api_token(&db, &id).await?;
+            eprintln!("API token {id} revoked");
+        }
+        Command::Host(HostCommand::Revoke { id }) => {
+            crate::hosts::cli::revoke(&db, &id).await?;
+            eprintln!("host {id} revoked; a running backend closes its connection within seconds");
+        }
+        Command::Role(RoleCommand::List) => print!("{}", crate::access::http::cli_list(&db).await?),
+        Command::Role(RoleCommand::Permissions) => {
+            print!("{}", crate::access::http::cli_permissions())
+        }
+        Command::Audit(AuditCommand::Verify {
+            public_key,
+            checkpoints,
+        }) => {
+            let report = match crate::audit::cli::verify(
+                &db,
+                &audit_config,
+                public_key.as_deref(),
+                &checkpoints,
+            )
+            .await
+            {
+                Ok(report) => report,
+                // 2: could not verify; 1: verified and found tampering.
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2);
+                }
+            };
+            print!("{report}");
+            if !report.intact() {
+                std::process::exit(1);
+            }
+        }
+        Command::Audit(AuditCommand::Checkpoints) => {
+            print!("{}", crate::audit::cli::checkpoints(&db).await?)
+        }
+        Command::Audit(AuditCommand::PublicKey) => {
+            println!("{}", crate::audit::cli::public_key(&audit_config)?.to_hex())
         }
     }
     Ok(())

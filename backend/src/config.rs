@@ -31,6 +31,34 @@ pub struct Config {
     pub web: WebConfig,
     pub database: DatabaseConfig,
     pub metrics: MetricsConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit trail's retention and tamper evidence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Events older than this many days are pruned behind a signed
+    /// boundary; 0 keeps every event.
+    pub retention_days: u32,
+    /// The Ed25519 key that signs checkpoints of the chain (PKCS#8),
+    /// created on first start. Default: `<data_dir>/audit/checkpoint.key`.
+    /// Keep it where whoever can write the database cannot: then a
+    /// rewritten chain no longer matches the signed checkpoints.
+    pub checkpoint_key: Option<PathBuf>,
+    /// How often the chain's head is signed, seconds: rows newer than the
+    /// last checkpoint can be cut off without a trace, so keep it short.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 0,
+            checkpoint_key: None,
+            checkpoint_interval_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -95,6 +123,7 @@ impl Default for Config {
             web: WebConfig::default(),
             database: DatabaseConfig::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -163,6 +192,12 @@ impl Config {
                 message: e.to_string(),
             })?;
         }
+        if !(1..=3600).contains(&self.audit.checkpoint_interval_secs) {
+            return Err(ConfigError::Invalid {
+                key: "audit.checkpoint_interval_secs",
+                message: "must be 1 to 3600".into(),
+            });
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
@@ -185,6 +220,19 @@ impl Config {
 
     pub fn pki_dir(&self) -> PathBuf {
         self.data_dir.join("pki")
+    }
+
+    /// The audit checkpoint key's file.
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit
+            .checkpoint_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit/checkpoint.key"))
+    }
+
+    /// Where the backend keeps its own copy of the checkpoints it signed.
+    pub fn audit_checkpoint_log(&self) -> PathBuf {
+        self.data_dir.join("audit/checkpoints.jsonl")
     }
 }
 

@@ -21,6 +21,7 @@
 // The web tests compare whole JSON documents written with `serde_json::json!`.
 #![recursion_limit = "256"]
 
+pub mod access;
 pub mod audit;
 pub mod cli;
 pub mod commands;

@@ -94,7 +94,7 @@ fn gen_err(e: rcgen::Error) -> PkiError {
 }
 
 /// Writes `bytes` to `path` atomically with `mode`.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::OpenOptions::new()

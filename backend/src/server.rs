@@ -112,14 +112,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .context("cannot start the QUIC endpoint")?;
 
     let metrics_config = config.metrics.clone();
+    let key_path = config.audit_key_path();
+    let audit_key =
+        crate::audit::checkpoint::AuditKey::load_or_create(&key_path).with_context(|| {
+            format!(
+                "cannot load the audit checkpoint key {}",
+                key_path.display()
+            )
+        })?;
     let state = AppState::new(
         db.clone(),
         Arc::new(Registry::new()),
         pki.clone(),
         Arc::new(config),
+        Arc::new(audit_key),
     );
     let app = crate::web::router(state.clone());
     let maintenance = tokio::spawn(crate::metrics::maintenance::run(db, metrics_config));
+    // Signs the chain at once and then every interval.
+    let checkpoints = tokio::spawn(crate::audit::checkpoint::run(state.clone()));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(https_tls_config(&pki)?));
 
     tracing::info!(%local, ca_pin = %hex::encode(pki.ca_pin()), "palisade-backend listening (QUIC on udp, HTTPS on tcp)");
@@ -134,6 +145,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         () = shutdown_signal() => tracing::info!("shutting down"),
     }
     maintenance.abort();
+    checkpoints.abort();
+    // The last events of this run get a signature too.
+    let key = state.audit_key.clone();
+    let now = crate::now_millis();
+    match state
+        .db
+        .write("audit checkpoint", move |tx| {
+            crate::audit::checkpoint::sign_head(tx, &key, now)
+        })
+        .await
+    {
+        Ok(signed) => {
+            let log = state.config.audit_checkpoint_log();
+            if let Err(e) = crate::audit::checkpoint::append_to_log(&log, signed.as_slice()) {
+                tracing::warn!(error = %e, "cannot keep a copy of the audit checkpoint");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "audit checkpoint at shutdown failed"),
+    }
     endpoint.close(0u8.into(), b"backend shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     Ok(())

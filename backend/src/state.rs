@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::audit::checkpoint::AuditKey;
+use crate::audit::limits::AuditLimiter;
 use crate::config::Config;
 use crate::db::Db;
 use crate::pki::Pki;
@@ -14,15 +16,27 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub pki: Arc<Pki>,
     pub config: Arc<Config>,
+    /// Bounds what unauthenticated requests add to the audit log.
+    pub audit_limiter: Arc<AuditLimiter>,
+    /// Signs audit checkpoints; keys digests of unknown sign-in names.
+    pub audit_key: Arc<AuditKey>,
 }
 
 impl AppState {
-    pub fn new(db: Db, registry: Arc<Registry>, pki: Arc<Pki>, config: Arc<Config>) -> AppState {
+    pub fn new(
+        db: Db,
+        registry: Arc<Registry>,
+        pki: Arc<Pki>,
+        config: Arc<Config>,
+        audit_key: Arc<AuditKey>,
+    ) -> AppState {
         AppState {
             db,
             registry,
             pki,
             config,
+            audit_limiter: Arc::new(AuditLimiter::new()),
+            audit_key,
         }
     }
 }

@@ -219,7 +219,7 @@ async fn commands_issued_through_the_api_run_on_the_agent_and_their_results_are_
             .any(|e| e.actor == Actor::ApiToken(api_id.clone()))
     );
     assert!(
-        events.iter().any(|e| e.action == Action::CommandCreate
+        events.iter().any(|e| e.action == Action::AccessDenied
             && e.outcome == Outcome::Denied
             && e.actor == Actor::User("vera".into())),
         "the viewer's attempt is audited too"

@@ -334,3 +334,103 @@ async fn killed_child_is_restarted() {
     })
     .await;
 }
+
+/// Revoking a host through the API closes its live connection at once; its
+/// agent's certificate is refused from then on; both are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_host_is_cut_off_and_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("backend");
+    let backend = Backend::start(&data);
+    let api = backend.api_token();
+    let token = backend.token(&[]);
+    let state = dir.path().join("agent");
+    let out = enroll(&backend.server(), &token, &state);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent_id = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let _agent = Agent::start(&state);
+    let client = Https::new(&backend);
+    online_with_metrics(&client, &api, now_ms()).await;
+
+    let revoked = client
+        .request(
+            "POST",
+            &format!("/api/v1/hosts/{agent_id}/revoke"),
+            &[("authorization", &format!("Bearer {api}"))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    let host = client
+        .get(&format!("/api/v1/hosts/{agent_id}"), Some(&api))
+        .await
+        .json();
+    assert!(host["revoked_at"].is_string(), "{host}");
+    // The live connection is gone within seconds (the registry closes it;
+    // no new record is needed).
+    let started = std::time::Instant::now();
+    eventually("the revoked host offline", || async {
+        let h = client
+            .get(&format!("/api/v1/hosts/{agent_id}"), Some(&api))
+            .await
+            .json();
+        (h["online"] == false).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The agent keeps trying; the backend refuses its certificate.
+    let log = data.with_extension("backend.log");
+    eventually("a refused reconnection in the backend's log", || async {
+        read_log(&log)
+            .contains(&format!("agent {agent_id} has been revoked"))
+            .then_some(())
+    })
+    .await;
+    let last_seen = client
+        .get(&format!("/api/v1/hosts/{agent_id}"), Some(&api))
+        .await
+        .json()["last_seen"]
+        .clone();
+    eventually("a second refused reconnection", || async {
+        (read_log(&log)
+            .matches(&format!("agent {agent_id} has been revoked"))
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    let h = client
+        .get(&format!("/api/v1/hosts/{agent_id}"), Some(&api))
+        .await
+        .json();
+    assert_eq!(h["online"], false);
+    assert_eq!(h["last_seen"], last_seen, "a refused agent is not seen");
+
+    let audit = client
+        .get(
+            &format!("/api/v1/audit?target={agent_id}&limit=50"),
+            Some(&api),
+        )
+        .await
+        .json();
+    let actions: Vec<&str> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for wanted in ["host.revoke", "agent.disconnect", "agent.connect"] {
+        assert!(actions.contains(&wanted), "{wanted} in {actions:?}");
+    }
+}

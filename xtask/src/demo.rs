@@ -168,7 +168,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let password = util::output_line(&mut backend_cli(&[
         "user", "create", "admin", "--role", "admin",
     ]))?;
-    let api_token = util::output_line(&mut backend_cli(&["api-token", "create", "demo"]))?;
+    let api_token = util::output_line(&mut backend_cli(&[
+        "api-token",
+        "create",
+        "demo",
+        "--role",
+        "admin",
+    ]))?;
     let enrollment_token = util::output_line(&mut backend_cli(&[
         "token",
         "create",

@@ -86,6 +86,8 @@ pub struct Verifier {
     expected_prev: String,
     first_bad: Option<i64>,
     rows: u64,
+    first_id: Option<i64>,
+    last_id: Option<i64>,
 }
 
 impl Default for Verifier {
@@ -108,16 +110,20 @@ impl Verifier {
             expected_prev: hash,
             first_bad: None,
             rows: 0,
+            first_id: None,
+            last_id: None,
         }
     }
 
     /// Feeds the next row. Returns false once the chain is broken (later
     /// rows need not be fed).
     pub fn feed(&mut self, row: &StoredRow) -> bool {
+        self.rows += 1;
+        self.first_id.get_or_insert(row.id);
+        self.last_id = Some(row.id);
         if self.first_bad.is_some() {
             return false;
         }
-        self.rows += 1;
         // A gap in the ids means a row was removed; the first row after the
         // gap is the first one that no longer chains.
         let ok = row.id == self.expected_id
@@ -149,8 +155,19 @@ impl Verifier {
         (self.expected_id - 1, &self.expected_prev)
     }
 
+    /// Rows fed, broken or not.
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// The id of the first row fed.
+    pub fn first_id(&self) -> Option<i64> {
+        self.first_id
+    }
+
+    /// The id of the last row fed.
+    pub fn last_id(&self) -> Option<i64> {
+        self.last_id
     }
 }
 

@@ -5,9 +5,15 @@
 //! - [`chain`]: the hash chain's canonical form and its verification, the
 //!   same for every dialect;
 //! - [`store`]: appending (inside the caller's transaction, so an action and
-//!   its audit event commit together), listing, verifying.
+//!   its audit event commit together), listing, searching, walking the chain;
+//! - [`checkpoint`]: the signing key kept outside the database, signed
+//!   checkpoints of the chain's head, retention behind a signed boundary;
+//! - [`verify`]: the chain checked against every checkpoint (`audit verify`);
+//! - [`limits`]: what unauthenticated requests may add;
+//! - [`http`]: the audit page, `GET /api/v1/audit` and its exports.
 //!
-//! Invariants: the log is append-only (triggers refuse UPDATE and DELETE);
+//! Invariants: the log is append-only (triggers refuse UPDATE, and DELETE
+//! of any row not behind a prune checkpoint);
 //! every row's hash covers the previous row's hash and the row's own
 //! canonical form, ids are consecutive from 1, so an edited, removed,
 //! reordered or inserted row breaks the chain at or after that row; a detail
@@ -18,7 +24,12 @@ use serde::Serialize;
 use crate::db::Millis;
 
 pub mod chain;
+pub mod checkpoint;
+pub mod cli;
+pub mod http;
+pub mod limits;
 pub mod store;
+pub mod verify;
 
 /// Who acted. Stored as text: `user:<name>`, `api-token:<id>`,
 /// `agent:<host id>`, `cli`, `system` or `anonymous`.
@@ -77,6 +88,15 @@ pub enum Category {
 }
 
 impl Category {
+    pub const ALL: [Category; 6] = [
+        Category::Authentication,
+        Category::UserManagement,
+        Category::Configuration,
+        Category::ServiceOperation,
+        Category::FileOperation,
+        Category::SecurityEvent,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Authentication => "authentication",
@@ -128,14 +148,37 @@ macro_rules! actions {
 actions! {
     AuthLogin = "auth.login", Authentication;
     AuthLogout = "auth.logout", Authentication;
+    ApiTokenRejected = "auth.api_token", Authentication;
+    AccessDenied = "access.denied", SecurityEvent;
     UserCreate = "user.create", UserManagement;
+    UserDisable = "user.disable", UserManagement;
+    UserEnable = "user.enable", UserManagement;
+    UserDelete = "user.delete", UserManagement;
+    RoleCreate = "role.create", UserManagement;
+    RoleUpdate = "role.update", UserManagement;
+    RoleDelete = "role.delete", UserManagement;
+    RoleAssign = "role.assign", UserManagement;
+    RoleUnassign = "role.unassign", UserManagement;
+    SessionRevoke = "session.revoke", UserManagement;
     ApiTokenCreate = "api_token.create", UserManagement;
+    ApiTokenRevoke = "api_token.revoke", UserManagement;
     EnrollmentTokenCreate = "enrollment_token.create", Configuration;
     EnrollmentTokenRevoke = "enrollment_token.revoke", Configuration;
+    HostGroupCreate = "host_group.create", Configuration;
+    HostGroupUpdate = "host_group.update", Configuration;
+    HostGroupDelete = "host_group.delete", Configuration;
     HostEnroll = "host.enroll", Configuration;
+    HostAssignGroup = "host.assign_group", Configuration;
+    HostRevoke = "host.revoke", SecurityEvent;
+    HostDelete = "host.delete", Configuration;
+    AgentConnect = "agent.connect", ServiceOperation;
+    AgentDisconnect = "agent.disconnect", ServiceOperation;
     CommandCreate = "command.create", ServiceOperation;
     CommandRefusedUnverified = "command.refused_unverified", SecurityEvent;
     CommandUnmatchedResult = "command.unmatched_result", SecurityEvent;
+    AuditSuppressed = "audit.suppressed", SecurityEvent;
+    AuditCheckpoint = "audit.checkpoint", Configuration;
+    AuditPruned = "audit.pruned", Configuration;
     DataMigrated = "database.migrate_data", Configuration;
 }
 

@@ -125,21 +125,38 @@ fn stored_row(row: &Row<'_>) -> Result<StoredRow> {
     })
 }
 
-/// Recomputes the whole chain in one snapshot; returns the id of the first
-/// row that does not chain, or `None` if the chain is intact.
+/// Recomputes the whole chain in one snapshot, from the retention
+/// boundary (whose signature [`super::verify`] checks; this does not);
+/// returns the id of the first row that does not chain, or `None` if the
+/// chain is intact.
 pub fn verify(tx: &mut Tx<'_>) -> Result<Option<i64>> {
-    let mut verifier = Verifier::new();
+    let boundary = super::checkpoint::boundary(tx)?;
+    let (start_id, start_hash) = super::checkpoint::chain_start(boundary.as_ref());
+    let verifier = walk_chain(tx, start_id, start_hash, |_| {})?;
+    match verifier.first_id() {
+        Some(first) if first != start_id + 1 => Ok(Some(first)),
+        _ => Ok(verifier.first_bad()),
+    }
+}
+
+/// Feeds every row after `start_id` to a verifier expecting the first of
+/// them to chain from `start_hash`, and to `each`; returns the verifier.
+pub fn walk_chain(
+    tx: &mut Tx<'_>,
+    start_id: i64,
+    start_hash: String,
+    mut each: impl FnMut(&StoredRow),
+) -> Result<Verifier> {
+    let mut verifier = Verifier::starting_after(start_id, start_hash);
     tx.query_each(
         "SELECT id, at, actor, action, target, source_ip, user_agent, outcome, details, prev_hash, hash
-         FROM audit_log ORDER BY id",
-        params![],
+         FROM audit_log WHERE id > $1 ORDER BY id",
+        params![start_id],
         |row| {
-            if verifier.first_bad().is_some() {
-                return Ok(());
-            }
             match stored_row(row) {
                 Ok(stored) => {
                     verifier.feed(&stored);
+                    each(&stored);
                 }
                 // A row whose columns no longer have their types was
                 // tampered with.
@@ -151,7 +168,7 @@ pub fn verify(tx: &mut Tx<'_>) -> Result<Option<i64>> {
             Ok(())
         },
     )?;
-    Ok(verifier.first_bad())
+    Ok(verifier)
 }
 
 /// Every row as stored, in id order (for copying a database).
@@ -185,4 +202,102 @@ pub fn insert_stored(tx: &mut Tx<'_>, row: &StoredRow) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// Which events a search or an export returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only these actions (a category is its actions).
+    pub actions: Option<Vec<Action>>,
+    /// Only this actor (`user:alice`, `api-token:...`, `agent:...`, `cli`).
+    pub actor: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Only events about this target (a host id, a user name...).
+    pub target: Option<String>,
+    /// `from <= at < to`.
+    pub from: Option<crate::db::Millis>,
+    pub to: Option<crate::db::Millis>,
+    /// Only events older than this id (the next page).
+    pub before_id: Option<i64>,
+    /// At most this many (None: all, for an export).
+    pub limit: Option<u32>,
+}
+
+fn search_sql<'a>(
+    q: &'a AuditQuery,
+    actions: &'a [&'static str],
+) -> (String, Vec<crate::db::Param<'a>>) {
+    let mut conditions = Vec::new();
+    let mut values: Vec<crate::db::Param<'a>> = Vec::new();
+    if q.actions.is_some() {
+        if actions.is_empty() {
+            conditions.push("1 = 0".to_owned());
+        } else {
+            let mut placeholders = Vec::new();
+            for a in actions {
+                values.push((*a).into());
+                placeholders.push(format!("${}", values.len()));
+            }
+            conditions.push(format!("action IN ({})", placeholders.join(", ")));
+        }
+    }
+    if let Some(actor) = &q.actor {
+        values.push(actor.as_str().into());
+        conditions.push(format!("actor = ${}", values.len()));
+    }
+    if let Some(outcome) = q.outcome {
+        values.push(outcome.as_str().into());
+        conditions.push(format!("outcome = ${}", values.len()));
+    }
+    if let Some(target) = &q.target {
+        values.push(target.as_str().into());
+        conditions.push(format!("target = ${}", values.len()));
+    }
+    if let Some(from) = q.from {
+        values.push(from.into());
+        conditions.push(format!("at >= ${}", values.len()));
+    }
+    if let Some(to) = q.to {
+        values.push(to.into());
+        conditions.push(format!("at < ${}", values.len()));
+    }
+    if let Some(before) = q.before_id {
+        values.push(before.into());
+        conditions.push(format!("id < ${}", values.len()));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let limit = match q.limit {
+        Some(limit) => {
+            values.push(limit.into());
+            format!(" LIMIT ${}", values.len())
+        }
+        None => String::new(),
+    };
+    (
+        format!("SELECT {EVENT_COLUMNS} FROM audit_log{filter} ORDER BY id DESC{limit}"),
+        values,
+    )
+}
+
+/// The events `q` selects, newest first.
+pub fn search(tx: &mut Tx<'_>, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+    let actions: Vec<&'static str> = q.actions.iter().flatten().map(|a| a.as_str()).collect();
+    let (sql, values) = search_sql(q, &actions);
+    tx.query(&sql, &values, event_from_row)
+}
+
+/// Calls `each` for every event `q` selects, newest first, without holding
+/// them all (an export of the whole trail).
+pub fn each_matching(
+    tx: &mut Tx<'_>,
+    q: &AuditQuery,
+    mut each: impl FnMut(AuditEvent) -> Result<()>,
+) -> Result<()> {
+    let actions: Vec<&'static str> = q.actions.iter().flatten().map(|a| a.as_str()).collect();
+    let (sql, values) = search_sql(q, &actions);
+    tx.query_each(&sql, &values, |row| each(event_from_row(row)?))
 }

@@ -14,18 +14,15 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{CommandRow, Requester, store};
-use crate::audit::{Action, NewAuditEvent, Outcome};
-use crate::hosts::MAX_HOST_ID;
-use crate::identity::Role;
-use crate::identity::auth::{ApiCaller, ClientInfo};
+use super::{CommandKind, CommandRow, Requester, store};
+use crate::access::{Caller, Permission};
+use crate::audit::{Action, Outcome};
 use crate::state::AppState;
-use crate::web::{RequestId, Routes, WebError, format};
+use crate::web::{Access, RequestId, Routes, WebError, format};
 
 /// Longest command id we look up.
 const MAX_ID: usize = 128;
@@ -33,13 +30,40 @@ const MAX_ID: usize = 128;
 const DEFAULT_LIST_LIMIT: u32 = 100;
 const MAX_LIST_LIMIT: u32 = 500;
 
+/// What may issue a command of some kind (the route needs one of them; the
+/// handler checks the one the command's type needs, for the host's group).
+const ISSUERS: &[Permission] = &[
+    Permission::CommandsCreate,
+    Permission::ServicesRestart,
+    Permission::PackagesRefresh,
+];
+
+/// The permission a command of `kind` needs.
+pub fn permission_for(kind: CommandKind) -> Permission {
+    match kind {
+        CommandKind::Ping => Permission::CommandsCreate,
+        CommandKind::RestartService => Permission::ServicesRestart,
+        CommandKind::RefreshInventory => Permission::PackagesRefresh,
+    }
+}
+
 pub fn routes() -> Routes {
     Routes::new()
-        .user(
+        .get(
             "/api/v1/hosts/{id}/commands",
-            get(list_host_commands).post(create_command),
+            Access::Permission(Permission::CommandsRead),
+            list_host_commands,
         )
-        .user("/api/v1/commands/{id}", get(get_command))
+        .post(
+            "/api/v1/hosts/{id}/commands",
+            Access::AnyOf(ISSUERS),
+            create_command,
+        )
+        .get(
+            "/api/v1/commands/{id}",
+            Access::Permission(Permission::CommandsRead),
+            get_command,
+        )
 }
 
 /// A command as the API shows it. Times are RFC 3339; `started_at` and
@@ -117,12 +141,6 @@ pub struct CommandRequestJson {
     expires_in_secs: Option<u64>,
 }
 
-const UNKNOWN_HOST: WebError = WebError::NotFound("no such host");
-
-fn may_issue_commands(role: Role) -> bool {
-    matches!(role, Role::Admin | Role::Operator)
-}
-
 /// Issue a signed command to a host.
 #[utoipa::path(post, path = "/api/v1/hosts/{id}/commands", tag = "commands",
     params(("id" = String, Path, description = "the host's agent id")),
@@ -135,34 +153,32 @@ fn may_issue_commands(role: Role) -> bool {
               (status = 409, description = "the host is revoked")),
     security(("bearer" = []), ("session" = [])))]
 async fn create_command(
-    caller: ApiCaller,
-    client: ClientInfo,
+    caller: Caller,
     Extension(request_id): Extension<RequestId>,
     State(state): State<AppState>,
     Path(host_id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CommandJson>), WebError> {
     let now = crate::now_millis();
-    if !may_issue_commands(caller.role) {
+    let request = super::parse_request(&body).map_err(|e| WebError::BadRequest(e.0))?;
+    let needed = permission_for(CommandKind::of(&request.action));
+    // The host must be one the caller sees at all; then the command's own
+    // permission for its group. A refusal is audited.
+    let host =
+        crate::hosts::api::visible_host(&state, &caller, host_id, Permission::HostsRead).await?;
+    if !caller.may(needed, host.group_id()) {
         tracing::info!(
-            role = caller.role.as_str(),
-            "refused a command: role may not issue commands"
+            permission = needed.name(),
+            "refused a command: permission missing for the host"
         );
-        let mut event = NewAuditEvent::new(
-            now,
-            caller.actor.clone(),
-            Action::CommandCreate,
-            Outcome::Denied,
-        )
-        .from_client(client.ip.clone(), client.user_agent.clone())
-        .details(serde_json::json!({
-            "reason": "role",
-            "role": caller.role.as_str(),
-            "request_id": request_id.to_string(),
-        }));
-        if host_id.len() <= MAX_HOST_ID {
-            event = event.target(host_id.clone());
-        }
+        let event = caller
+            .event(now, Action::CommandCreate, Outcome::Denied)
+            .target(host.id.clone())
+            .details(serde_json::json!({
+                "reason": "permission",
+                "permission": needed.name(),
+                "request_id": request_id.to_string(),
+            }));
         state
             .db
             .write("audit refused command", move |tx| {
@@ -170,28 +186,18 @@ async fn create_command(
             })
             .await?;
         return Err(WebError::Forbidden(
-            "only admins and operators may issue commands",
+            "you may not send this command to this host",
         ));
     }
-    if host_id.len() > MAX_HOST_ID {
-        return Err(UNKNOWN_HOST);
-    }
-    let request = super::parse_request(&body).map_err(|e| WebError::BadRequest(e.0))?;
-    let lookup = host_id.clone();
-    let host = state
-        .db
-        .read("load host", move |tx| crate::hosts::store::get(tx, &lookup))
-        .await?
-        .ok_or(UNKNOWN_HOST)?;
     if host.revoked_at.is_some() {
         return Err(WebError::Conflict(
             "the host is revoked: its agent can no longer connect",
         ));
     }
     let requester = Requester {
-        actor: caller.actor,
-        source_ip: client.ip,
-        user_agent: client.user_agent,
+        actor: caller.actor.clone(),
+        source_ip: caller.client.ip.clone(),
+        user_agent: caller.client.user_agent.clone(),
         request_id: request_id.to_string(),
     };
     let row = super::issue(&state, &host.id, &request, requester, now).await?;
@@ -206,14 +212,13 @@ async fn create_command(
               (status = 404, description = "no such host")),
     security(("bearer" = []), ("session" = [])))]
 async fn list_host_commands(
-    _caller: ApiCaller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(host_id): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<CommandList>, WebError> {
-    if host_id.len() > MAX_HOST_ID {
-        return Err(UNKNOWN_HOST);
-    }
+    let host =
+        crate::hosts::api::visible_host(&state, &caller, host_id, Permission::CommandsRead).await?;
     let limit = query
         .limit
         .unwrap_or(DEFAULT_LIST_LIMIT)
@@ -221,13 +226,9 @@ async fn list_host_commands(
     let commands = state
         .db
         .read("list host commands", move |tx| {
-            if crate::hosts::store::get(tx, &host_id)?.is_none() {
-                return Ok(None);
-            }
-            store::for_host(tx, &host_id, limit).map(Some)
+            store::for_host(tx, &host.id, limit)
         })
-        .await?
-        .ok_or(UNKNOWN_HOST)?;
+        .await?;
     Ok(Json(CommandList {
         commands: commands.into_iter().map(CommandJson::from).collect(),
     }))
@@ -241,7 +242,7 @@ async fn list_host_commands(
               (status = 404, description = "no such command")),
     security(("bearer" = []), ("session" = [])))]
 async fn get_command(
-    _caller: ApiCaller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<CommandJson>, WebError> {
@@ -249,11 +250,25 @@ async fn get_command(
     if id.len() > MAX_ID {
         return Err(UNKNOWN);
     }
-    let command = state
+    let found = state
         .db
-        .read("load command", move |tx| store::get(tx, &id))
-        .await?
-        .ok_or(UNKNOWN)?;
+        .read("load command", move |tx| {
+            let Some(command) = store::get(tx, &id)? else {
+                return Ok(None);
+            };
+            let host = crate::hosts::store::get(tx, &command.host_id)?;
+            Ok(Some((command, host)))
+        })
+        .await?;
+    let Some((command, host)) = found else {
+        return Err(UNKNOWN);
+    };
+    // A command of a host outside the caller's groups does not exist for them.
+    caller.require_for_host(
+        Permission::CommandsRead,
+        host.as_ref().and_then(|h| h.group_id()),
+        "no such command",
+    )?;
     Ok(Json(command.into()))
 }
 
@@ -307,7 +322,7 @@ mod tests {
         }
 
         /// A signed-in user with `role`; returns the cookie value.
-        async fn session(&self, name: &str, role: Role) -> String {
+        async fn session(&self, name: &str, role: &str) -> String {
             let user = testing::create_user(&self.state, name, "pw", role).await;
             testing::session(&self.state, &user).await
         }
@@ -378,7 +393,7 @@ mod tests {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert!(body["request_id"].is_string(), "{body}");
 
-        for (name, role) in [("vera", Role::Viewer), ("audrey", Role::Auditor)] {
+        for (name, role) in [("vera", "viewer"), ("audrey", "auditor")] {
             let cookie = f.session(name, role).await;
             let (status, body) = f.post_with_session(&cookie, r#"{"type":"ping"}"#).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{name}: {body}");
@@ -388,11 +403,11 @@ mod tests {
         assert!(
             denied
                 .iter()
-                .all(|e| e.action == Action::CommandCreate && e.outcome == Outcome::Denied)
+                .all(|e| e.action == Action::AccessDenied && e.outcome == Outcome::Denied)
         );
         assert_eq!(denied[0].actor, Actor::User("audrey".into()));
 
-        let cookie = f.session("otto", Role::Operator).await;
+        let cookie = f.session("otto", "operator").await;
         let (status, body) = f.post_with_session(&cookie, r#"{"type":"ping"}"#).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["requested_by"], "user:otto");
@@ -462,7 +477,7 @@ mod tests {
         // The agent connects: the pending command goes out, byte for byte
         // as stored, signed by the backend's key for this agent.
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let (_conn, mut queue) = f.state.registry.connected_with_commands(
+        let (_conn, mut queue, _close) = f.state.registry.connected_with_commands(
             AGENT,
             Transport::Quic,
             addr,
@@ -533,7 +548,7 @@ mod tests {
         assert_eq!(one["exit_code"], Value::Null);
 
         // The host page lists them, escaped like everything else.
-        let cookie = f.session("vera", Role::Viewer).await;
+        let cookie = f.session("vera", "viewer").await;
         let page = testing::send(
             &f.app,
             Request::get(format!("/hosts/{AGENT}"))

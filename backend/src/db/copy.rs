@@ -23,7 +23,18 @@ use crate::params;
 pub const TABLES: &[(&str, &str, &str)] = &[
     (
         "users",
-        "id, username, password_hash, role, created_at, disabled",
+        "id, username, password_hash, created_at, disabled, external_provider, external_subject",
+        "id",
+    ),
+    ("host_groups", "id, name, description, created_at", "id"),
+    (
+        "roles",
+        "id, name, description, builtin, permissions, created_at",
+        "id",
+    ),
+    (
+        "role_assignments",
+        "id, user_id, role_id, host_group_id, created_at",
         "id",
     ),
     (
@@ -33,17 +44,18 @@ pub const TABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "api_tokens",
-        "id, name, secret_hash, created_at, revoked_at",
+        "id, name, secret_hash, created_at, revoked_at, user_id, role_id, permissions, host_group_id, \
+         expires_at, last_used_at, last_used_ip",
         "id",
     ),
     (
         "enrollment_tokens",
-        "id, secret_hash, host_group, cidrs, max_per_day, expires_at, created_at, revoked_at",
+        "id, secret_hash, host_group_id, cidrs, max_per_day, expires_at, created_at, revoked_at",
         "id",
     ),
     (
         "hosts",
-        "id, hostname, host_group, os_pretty_name, os_id, os_version_id, kernel_release, architecture, cpu_count, \
+        "id, hostname, host_group_id, os_pretty_name, os_id, os_version_id, kernel_release, architecture, cpu_count, \
          memory_total_bytes, enrolled_at, enrolled_from, token_id, cert_sha256, last_seen, last_transport, \
          stored_up_to_seq, facts_seq, agent_health, agent_health_seq, revoked_at, spool_dropped_total",
         "id",
@@ -93,7 +105,16 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "id, at, actor, action, target, source_ip, user_agent, outcome, details, prev_hash, hash",
         "id",
     ),
+    (
+        "audit_checkpoints",
+        "id, kind, audit_id, audit_hash, at, key_id, signature",
+        "id",
+    ),
 ];
+
+/// Rows the migrations write themselves (the built-in roles), which the
+/// copy leaves out: `(table, condition the copied rows meet)`.
+const SEEDED: &[(&str, &str)] = &[("roles", "NOT builtin")];
 
 /// Rows written per target transaction.
 const BATCH: usize = 2000;
@@ -296,8 +317,13 @@ fn copy_table(
         })?;
         Ok(n)
     };
+    let filter = SEEDED
+        .iter()
+        .find(|(t, _)| *t == table)
+        .map(|(_, condition)| format!("WHERE {condition}"))
+        .unwrap_or_default();
     src.query_each(
-        &format!("SELECT {columns} FROM {table} ORDER BY {order}"),
+        &format!("SELECT {columns} FROM {table} {filter} ORDER BY {order}"),
         params![],
         |row| {
             let mut values = Vec::with_capacity(width);

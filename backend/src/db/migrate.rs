@@ -37,6 +37,8 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     2 "0002_commands",
     3 "0003_spool_dropped",
     4 "0004_metrics_at_scale",
+    5 "0005_access_control",
+    6 "0006_audit_checkpoints",
 );
 
 /// Every PostgreSQL migration this build knows, in order.
@@ -45,6 +47,8 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     2 "0002_commands",
     3 "0003_spool_dropped",
     4 "0004_metrics_at_scale",
+    5 "0005_access_control",
+    6 "0006_audit_checkpoints",
 );
 
 pub fn for_dialect(dialect: Dialect) -> &'static [Migration] {

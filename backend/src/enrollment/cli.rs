@@ -21,12 +21,17 @@ pub struct NewToken {
 /// Creates a token; returns it whole (`<id>.<secret>.<ca-pin>`, shown once)
 /// and its id.
 pub async fn create(db: &Db, pki: &Pki, request: NewToken) -> anyhow::Result<(String, String)> {
+    if let Some(group) = &request.group
+        && !crate::hosts::groups::valid_name(group)
+    {
+        bail!("invalid host group name {group:?}: 1 to 64 printable characters");
+    }
     let parts = crate::secrets::TokenParts::generate().context("cannot generate a token")?;
     let now = crate::now_millis();
-    let token = EnrollmentToken {
+    let mut token = EnrollmentToken {
         id: parts.id.clone(),
         secret_hash: crate::secrets::hash_secret(&parts.secret),
-        host_group: request.group.clone(),
+        host_group_id: None,
         cidrs: request.cidrs.clone(),
         max_per_day: request.max_per_day,
         expires_at: request.expires_in.map(|d| now.saturating_add(d)),
@@ -46,7 +51,28 @@ pub async fn create(db: &Db, pki: &Pki, request: NewToken) -> anyhow::Result<(St
         "max_per_day": request.max_per_day,
         "expires_at": token.expires_at,
     }));
+    let group = request.group.clone();
     db.write("create enrollment token", move |tx| {
+        // The group new hosts join is made if it does not exist yet.
+        if let Some(name) = &group {
+            let id = match crate::hosts::groups::by_name(tx, name)? {
+                Some(existing) => existing.id,
+                None => {
+                    let id = crate::hosts::groups::create(tx, name, "", now)?;
+                    let created = NewAuditEvent::new(
+                        now,
+                        Actor::Cli,
+                        Action::HostGroupCreate,
+                        Outcome::Success,
+                    )
+                    .target(id.clone())
+                    .details(serde_json::json!({ "name": name }));
+                    crate::audit::store::append(tx, &created)?;
+                    id
+                }
+            };
+            token.host_group_id = Some(id);
+        }
         store::create_token(tx, &token)?;
         crate::audit::store::append(tx, &event)?;
         Ok(())

@@ -19,7 +19,6 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use palisade_proto::frame::encode_body;
 use palisade_proto::pb::{self, EnrollErrorCode};
 
@@ -38,9 +37,11 @@ const MAX_BODY: usize = 64 * 1024;
 /// The enrollment route. It is public: the token in the body is the
 /// credential, checked here.
 pub fn routes() -> Routes {
-    Routes::new().public(
+    Routes::new().with(
         "/api/v1/enroll",
-        post(enroll).layer(DefaultBodyLimit::max(MAX_BODY)),
+        axum::http::Method::POST,
+        crate::web::Access::Public,
+        axum::routing::post(enroll).layer(DefaultBodyLimit::max(MAX_BODY)),
     )
 }
 
@@ -133,16 +134,17 @@ async fn enroll(
                 NewAuditEvent::new(now, Actor::Anonymous, Action::HostEnroll, Outcome::Denied)
                     .from_client(Some(remote.ip().to_string()), user_agent)
                     .details(serde_json::json!({
-                        "token_id": token_id,
+                        "token_id": token_id.map(|t| crate::identity::auth::truncate(&t, 64)),
                         "reason": refusal.message,
                         "code": refusal.code.as_str_name(),
                     }));
-            let refusal = match state
-                .db
-                .write("audit refused enrollment", move |tx| {
-                    crate::audit::store::append(tx, &event).map(|_| ())
-                })
-                .await
+            let ip = remote.ip().to_string();
+            let refusal = match crate::audit::limits::append_unauthenticated(
+                &state,
+                Some(&ip),
+                event,
+            )
+            .await
             {
                 Ok(()) => refusal,
                 Err(e) => {
@@ -214,7 +216,7 @@ async fn enroll_inner(
     let host = NewHost {
         id: agent_id.clone(),
         hostname: req.hostname.clone(),
-        host_group: token.host_group.clone(),
+        host_group_id: token.host_group_id.clone(),
         enrolled_at: now,
         enrolled_from: ip.to_string(),
         token_id: token_id.clone(),

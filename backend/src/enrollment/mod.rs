@@ -19,6 +19,7 @@ use crate::db::Millis;
 pub mod cli;
 pub mod http;
 pub mod store;
+pub mod tokens_http;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnrollmentToken {
@@ -26,8 +27,8 @@ pub struct EnrollmentToken {
     pub id: String,
     /// SHA-256 of the secret part.
     pub secret_hash: Vec<u8>,
-    /// Host group new hosts join.
-    pub host_group: Option<String>,
+    /// Host group new hosts join (its id).
+    pub host_group_id: Option<String>,
     /// Source networks allowed to enroll; empty means any.
     pub cidrs: Vec<ipnet::IpNet>,
     /// Enrollments allowed per rolling 24 hours; `None` means no limit.
@@ -86,7 +87,7 @@ mod tests {
         EnrollmentToken {
             id: "0123456789abcdef".into(),
             secret_hash: vec![],
-            host_group: None,
+            host_group_id: None,
             cidrs: vec![],
             max_per_day: Some(2),
             expires_at: Some(1000),

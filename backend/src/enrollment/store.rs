@@ -10,7 +10,7 @@ use crate::params;
 const DAY_MS: Millis = 24 * 60 * 60 * 1000;
 
 const TOKEN_COLUMNS: &str =
-    "id, secret_hash, host_group, cidrs, max_per_day, expires_at, created_at, revoked_at";
+    "id, secret_hash, host_group_id, cidrs, max_per_day, expires_at, created_at, revoked_at";
 
 fn token_from_row(row: &Row<'_>) -> Result<EnrollmentToken> {
     let cidrs: Vec<String> = json(row, 3)?;
@@ -24,7 +24,7 @@ fn token_from_row(row: &Row<'_>) -> Result<EnrollmentToken> {
     Ok(EnrollmentToken {
         id: row.get(0)?,
         secret_hash: row.get(1)?,
-        host_group: row.get(2)?,
+        host_group_id: row.get(2)?,
         cidrs,
         max_per_day: row.get(4)?,
         expires_at: row.get(5)?,
@@ -37,12 +37,12 @@ pub fn create_token(tx: &mut Tx<'_>, token: &EnrollmentToken) -> Result<()> {
     let cidrs: Vec<String> = token.cidrs.iter().map(ToString::to_string).collect();
     let cidrs = to_json("token networks", &cidrs)?;
     tx.execute(
-        "INSERT INTO enrollment_tokens (id, secret_hash, host_group, cidrs, max_per_day, expires_at, created_at, revoked_at)
+        "INSERT INTO enrollment_tokens (id, secret_hash, host_group_id, cidrs, max_per_day, expires_at, created_at, revoked_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         params![
             &token.id,
             &token.secret_hash,
-            &token.host_group,
+            &token.host_group_id,
             &cidrs,
             token.max_per_day,
             token.expires_at,

@@ -1,28 +1,97 @@
-//! `GET /api/v1/hosts` and `GET /api/v1/hosts/{id}`. Callers authenticate
-//! with a browser session or an API token (`Authorization: Bearer
-//! <id>.<secret>`). Times are RFC 3339 strings in UTC; sizes are bytes.
+//! The hosts API: `GET /api/v1/hosts` (pages, filtered to the caller's host
+//! groups), `GET|PATCH|DELETE /api/v1/hosts/{id}`, `POST
+//! /api/v1/hosts/{id}/revoke`. Callers authenticate with a browser session
+//! or an API token (`Authorization: Bearer <id>.<secret>`). Times are RFC
+//! 3339 strings in UTC; sizes are bytes.
 //!
 //! The JSON is made of view types of its own ([`HostJson`], ...), built from
 //! the domain types: a schema change is not an API change.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use serde::Serialize;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
     AgentHealth, DEFAULT_PAGE, Host, MAX_HOST_ID, MAX_PAGE, page_cursor, parse_page_cursor, store,
 };
-use crate::identity::auth::ApiCaller;
+use crate::access::{Caller, HostScope, Permission};
+use crate::audit::{Action, Outcome};
 use crate::metrics::Sample;
 use crate::state::AppState;
-use crate::web::{Routes, WebError, format};
+use crate::web::{Access, Routes, WebError, format};
 
 pub fn routes() -> Routes {
     Routes::new()
-        .user("/api/v1/hosts", get(list_hosts))
-        .user("/api/v1/hosts/{id}", get(get_host))
+        .get(
+            "/api/v1/hosts",
+            Access::Permission(Permission::HostsRead),
+            list_hosts,
+        )
+        .get(
+            "/api/v1/hosts/{id}",
+            Access::Permission(Permission::HostsRead),
+            get_host,
+        )
+        .patch(
+            "/api/v1/hosts/{id}",
+            Access::Permission(Permission::HostsAssignGroup),
+            update_host,
+        )
+        .delete(
+            "/api/v1/hosts/{id}",
+            Access::Permission(Permission::HostsDelete),
+            delete_host,
+        )
+        .post(
+            "/api/v1/hosts/{id}/revoke",
+            Access::Permission(Permission::HostsRevoke),
+            revoke_host,
+        )
+}
+
+const UNKNOWN_HOST: WebError = WebError::NotFound("no such host");
+
+/// The host `id` if the caller holds `p` for it; otherwise "no such host",
+/// so a caller scoped to other groups cannot tell it exists.
+pub async fn visible_host(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+    p: Permission,
+) -> Result<Host, WebError> {
+    if id.len() > MAX_HOST_ID {
+        return Err(UNKNOWN_HOST);
+    }
+    let host = state
+        .db
+        .read("load host", move |tx| store::get(tx, &id))
+        .await?
+        .ok_or(UNKNOWN_HOST)?;
+    caller.require_for_host(p, host.group_id(), "no such host")?;
+    Ok(host)
+}
+
+/// The groups a host list is limited to for a caller (None: all hosts).
+pub fn list_groups(caller: &Caller, p: Permission) -> Option<Vec<String>> {
+    match caller.host_scope(p) {
+        HostScope::All => None,
+        HostScope::Groups(groups) => Some(groups),
+    }
+}
+
+/// [`list_groups`] narrowed to the one group a list asks for: that group
+/// when the caller may see it, else nothing at all.
+pub fn filter_groups(caller: &Caller, p: Permission, only: Option<&str>) -> Option<Vec<String>> {
+    let scope = list_groups(caller, p);
+    match only.filter(|g| !g.is_empty()) {
+        None => scope,
+        Some(g) => match scope {
+            None => Some(vec![g.to_owned()]),
+            Some(groups) => Some(groups.into_iter().filter(|s| s == g).collect()),
+        },
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,6 +113,8 @@ pub struct ListQuery {
     after: Option<String>,
     /// Only hosts whose hostname contains this (case-insensitive).
     name: Option<String>,
+    /// Only the hosts of this host group (its id).
+    group: Option<String>,
 }
 
 /// A host as the API shows it.
@@ -59,7 +130,11 @@ pub struct HostJson {
     architecture: Option<String>,
     cpu_count: Option<u32>,
     memory_total_bytes: Option<u64>,
+    /// The name of its host group.
     host_group: Option<String>,
+    host_group_id: Option<String>,
+    /// When it was revoked: its agent can no longer connect.
+    revoked_at: Option<String>,
     /// Whether its agent holds a connection to the backend now.
     online: bool,
     last_seen: Option<String>,
@@ -189,7 +264,8 @@ impl From<Sample> for MetricsJson {
     }
 }
 
-fn host_json(state: &AppState, host: Host, latest: Option<Sample>) -> HostJson {
+fn host_json(state: &AppState, caller: &Caller, host: Host, latest: Option<Sample>) -> HostJson {
+    let latest = latest.filter(|_| caller.may(Permission::MetricsRead, host.group_id()));
     let connection = state.registry.get(&host.id);
     let transport = match &connection {
         Some(conn) => Some(conn.transport.as_str().to_owned()),
@@ -212,7 +288,9 @@ fn host_json(state: &AppState, host: Host, latest: Option<Sample>) -> HostJson {
         architecture: host.architecture,
         cpu_count: host.cpu_count,
         memory_total_bytes: host.memory_total_bytes,
-        host_group: host.host_group,
+        revoked_at: host.revoked_at.and_then(format::rfc3339),
+        host_group_id: host.host_group.as_ref().map(|(id, _)| id.clone()),
+        host_group: host.host_group.map(|(_, name)| name),
         agent_health: host.agent_health.map(AgentHealthJson::from),
         spool_dropped_total: host.spool_dropped_total,
     }
@@ -226,7 +304,7 @@ fn host_json(state: &AppState, host: Host, latest: Option<Sample>) -> HostJson {
               (status = 401, description = "no valid session or API token")),
     security(("bearer" = []), ("session" = [])))]
 async fn list_hosts(
-    _caller: ApiCaller,
+    caller: Caller,
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<HostList>, WebError> {
@@ -247,8 +325,10 @@ async fn list_hosts(
         .name
         .filter(|n| !n.is_empty())
         .map(|n| n.chars().take(256).collect::<String>());
+    let groups = filter_groups(&caller, Permission::HostsRead, query.group.as_deref());
     let page = store::HostQuery {
         after,
+        groups: groups.clone(),
         // One more than asked, to know whether there is a next page.
         limit: limit + 1,
         name_contains: name.clone(),
@@ -258,7 +338,7 @@ async fn list_hosts(
         .read("list hosts", move |tx| {
             Ok((
                 store::list_page(tx, &page)?,
-                store::count(tx, name.as_deref())?,
+                store::count(tx, name.as_deref(), groups.as_deref())?,
             ))
         })
         .await?;
@@ -270,7 +350,7 @@ async fn list_hosts(
     Ok(Json(HostList {
         hosts: hosts
             .into_iter()
-            .map(|(host, latest)| host_json(&state, host, latest))
+            .map(|(host, latest)| host_json(&state, &caller, host, latest))
             .collect(),
         total,
         next,
@@ -285,26 +365,190 @@ async fn list_hosts(
               (status = 404, description = "no such host")),
     security(("bearer" = []), ("session" = [])))]
 async fn get_host(
-    _caller: ApiCaller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<HostJson>, WebError> {
-    const UNKNOWN: WebError = WebError::NotFound("no such host");
-    if id.len() > MAX_HOST_ID {
-        return Err(UNKNOWN);
+    let host = visible_host(&state, &caller, id, Permission::HostsRead).await?;
+    let host_id = host.id.clone();
+    let latest = state
+        .db
+        .read("load latest metrics", move |tx| {
+            crate::metrics::store::latest(tx, &host_id)
+        })
+        .await?;
+    Ok(Json(host_json(&state, &caller, host, latest)))
+}
+
+/// The body of `PATCH /api/v1/hosts/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostPatch {
+    /// The host group to move the host into; `null` for none; absent to
+    /// leave it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub host_group_id: Option<Option<String>>,
+}
+
+/// A field that is present (possibly `null`), as opposed to absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Moves a host into a host group (or out of every group).
+#[utoipa::path(patch, path = "/api/v1/hosts/{id}", tag = "hosts",
+    params(("id" = String, Path, description = "the host's agent id")),
+    request_body = HostPatch,
+    responses((status = 200, description = "the host as it is now", body = HostJson),
+              (status = 400, description = "an unknown group"),
+              (status = 403, description = "the caller may not move hosts into that group"),
+              (status = 404, description = "no such host")),
+    security(("bearer" = []), ("session" = [])))]
+async fn update_host(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(patch): Json<HostPatch>,
+) -> Result<Json<HostJson>, WebError> {
+    let host = visible_host(&state, &caller, id, Permission::HostsAssignGroup).await?;
+    if let Some(group) = patch.host_group_id {
+        assign_group(&state, &caller, &host, group).await?;
     }
+    let host_id = host.id.clone();
     let (host, latest) = state
         .db
-        .read("load host", move |tx| store::get_with_latest(tx, &id))
+        .read("load host", move |tx| store::get_with_latest(tx, &host_id))
         .await?
-        .ok_or(UNKNOWN)?;
-    Ok(Json(host_json(&state, host, latest)))
+        .ok_or(UNKNOWN_HOST)?;
+    Ok(Json(host_json(&state, &caller, host, latest)))
+}
+
+/// Moves `host` into `group` (None: no group), checking the caller may
+/// move hosts out of the current group and into the new one.
+pub async fn assign_group(
+    state: &AppState,
+    caller: &Caller,
+    host: &Host,
+    group: Option<String>,
+) -> Result<(), WebError> {
+    if !caller.may(Permission::HostsAssignGroup, group.as_deref()) {
+        return Err(WebError::Forbidden(
+            "you may not move hosts into that group",
+        ));
+    }
+    let event = caller
+        .event(
+            crate::now_millis(),
+            Action::HostAssignGroup,
+            Outcome::Success,
+        )
+        .target(host.id.clone())
+        .details(serde_json::json!({ "from": host.group_id(), "to": group }));
+    let host_id = host.id.clone();
+    let moved = state
+        .db
+        .write("assign host group", move |tx| {
+            if let Some(group) = &group
+                && super::groups::get(tx, group)?.is_none()
+            {
+                return Ok(false);
+            }
+            super::groups::set_host_group(tx, &host_id, group.as_deref())?;
+            crate::audit::store::append(tx, &event)?;
+            Ok(true)
+        })
+        .await?;
+    if !moved {
+        return Err(WebError::BadRequest("no such host group".into()));
+    }
+    Ok(())
+}
+
+/// Revokes a host: its live connection is closed within seconds and its
+/// certificate refused from then on.
+#[utoipa::path(post, path = "/api/v1/hosts/{id}/revoke", tag = "hosts",
+    params(("id" = String, Path, description = "the host's agent id")),
+    responses((status = 200, description = "revoked", body = HostJson),
+              (status = 404, description = "no such host")),
+    security(("bearer" = []), ("session" = [])))]
+async fn revoke_host(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<HostJson>, WebError> {
+    let host = visible_host(&state, &caller, id, Permission::HostsRevoke).await?;
+    revoke(&state, &caller, &host).await?;
+    let host_id = host.id.clone();
+    let (host, latest) = state
+        .db
+        .read("load host", move |tx| store::get_with_latest(tx, &host_id))
+        .await?
+        .ok_or(UNKNOWN_HOST)?;
+    Ok(Json(host_json(&state, &caller, host, latest)))
+}
+
+/// Revokes `host` (audited) and closes its agent's live connection.
+pub async fn revoke(state: &AppState, caller: &Caller, host: &Host) -> Result<(), WebError> {
+    let now = crate::now_millis();
+    let event = caller
+        .event(now, Action::HostRevoke, Outcome::Success)
+        .target(host.id.clone())
+        .details(serde_json::json!({ "hostname": host.hostname }));
+    let host_id = host.id.clone();
+    state
+        .db
+        .write("revoke host", move |tx| {
+            store::revoke(tx, &host_id, now)?;
+            crate::audit::store::append(tx, &event)?;
+            Ok(())
+        })
+        .await?;
+    if state.registry.close(&host.id) {
+        tracing::info!(host_id = %host.id, "closing the connection of a revoked host");
+    }
+    Ok(())
+}
+
+/// Deletes a host and everything stored about it (revoking it first).
+#[utoipa::path(delete, path = "/api/v1/hosts/{id}", tag = "hosts",
+    params(("id" = String, Path, description = "the host's agent id")),
+    responses((status = 204, description = "deleted"),
+              (status = 404, description = "no such host")),
+    security(("bearer" = []), ("session" = [])))]
+async fn delete_host(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, WebError> {
+    let host = visible_host(&state, &caller, id, Permission::HostsDelete).await?;
+    delete(&state, &caller, &host).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes `host` (audited), closing its connection.
+pub async fn delete(state: &AppState, caller: &Caller, host: &Host) -> Result<(), WebError> {
+    let event = caller
+        .event(crate::now_millis(), Action::HostDelete, Outcome::Success)
+        .target(host.id.clone())
+        .details(serde_json::json!({ "hostname": host.hostname }));
+    let host_id = host.id.clone();
+    state
+        .db
+        .write("delete host", move |tx| {
+            store::delete(tx, &host_id)?;
+            crate::audit::store::append(tx, &event)?;
+            Ok(())
+        })
+        .await?;
+    state.registry.close(&host.id);
+    Ok(())
 }
 
 /// The handlers' OpenAPI paths, for [`crate::web::openapi`].
 pub(crate) fn openapi_paths() -> utoipa::openapi::OpenApi {
     #[derive(utoipa::OpenApi)]
-    #[openapi(paths(list_hosts, get_host))]
+    #[openapi(paths(list_hosts, get_host, update_host, revoke_host, delete_host))]
     struct Paths;
     <Paths as utoipa::OpenApi>::openapi()
 }

@@ -20,6 +20,9 @@ use crate::db::Millis;
 use crate::uplink::Transport;
 
 pub mod api;
+pub mod cli;
+pub mod groups;
+pub mod groups_http;
 pub mod ingest;
 pub mod store;
 pub mod ui;
@@ -30,7 +33,8 @@ pub struct NewHost {
     /// The agent id (a UUID), also the CN of its certificate.
     pub id: String,
     pub hostname: String,
-    pub host_group: Option<String>,
+    /// The group it joins (its enrollment token's default group).
+    pub host_group_id: Option<String>,
     pub enrolled_at: Millis,
     pub enrolled_from: String,
     pub token_id: String,
@@ -43,7 +47,8 @@ pub struct NewHost {
 pub struct Host {
     pub id: String,
     pub hostname: String,
-    pub host_group: Option<String>,
+    /// (id, name) of its host group.
+    pub host_group: Option<(String, String)>,
     pub os_pretty_name: Option<String>,
     pub os_id: Option<String>,
     pub os_version_id: Option<String>,
@@ -138,6 +143,13 @@ impl From<&pb::AgentHealth> for AgentHealth {
                 })
                 .collect(),
         }
+    }
+}
+
+impl Host {
+    /// Its group's id, for permission checks.
+    pub fn group_id(&self) -> Option<&str> {
+        self.host_group.as_ref().map(|(id, _)| id.as_str())
     }
 }
 

@@ -8,11 +8,12 @@ use crate::metrics::store::{SAMPLE_COLUMN_COUNT, sample_at, sample_columns};
 use crate::params;
 use crate::uplink::Transport;
 
-const HOST_COLUMNS: &str = "hosts.id, hosts.hostname, hosts.host_group, hosts.os_pretty_name, hosts.os_id, \
+const HOST_COLUMNS: &str = "hosts.id, hosts.hostname, hosts.host_group_id, hosts.os_pretty_name, hosts.os_id, \
      hosts.os_version_id, hosts.kernel_release, hosts.architecture, hosts.cpu_count, hosts.memory_total_bytes, \
      hosts.enrolled_at, hosts.enrolled_from, hosts.cert_sha256, hosts.last_seen, hosts.last_transport, \
-     hosts.stored_up_to_seq, hosts.agent_health, hosts.revoked_at, hosts.spool_dropped_total";
-const HOST_COLUMN_COUNT: usize = 19;
+     hosts.stored_up_to_seq, hosts.agent_health, hosts.revoked_at, hosts.spool_dropped_total, \
+     (SELECT name FROM host_groups WHERE host_groups.id = hosts.host_group_id)";
+const HOST_COLUMN_COUNT: usize = 20;
 
 fn host_from_row(row: &Row<'_>) -> Result<Host> {
     let transport: Option<String> = row.get(14)?;
@@ -32,9 +33,11 @@ fn host_from_row(row: &Row<'_>) -> Result<Host> {
             None
         }
     });
+    let group_id: Option<String> = row.get(2)?;
+    let group_name: Option<String> = row.get(19)?;
     Ok(Host {
         hostname: row.get(1)?,
-        host_group: row.get(2)?,
+        host_group: group_id.zip(group_name),
         os_pretty_name: row.get(3)?,
         os_id: row.get(4)?,
         os_version_id: row.get(5)?,
@@ -57,12 +60,12 @@ fn host_from_row(row: &Row<'_>) -> Result<Host> {
 
 pub fn insert(tx: &mut Tx<'_>, host: &NewHost) -> Result<()> {
     tx.execute(
-        "INSERT INTO hosts (id, hostname, host_group, enrolled_at, enrolled_from, token_id, cert_sha256)
+        "INSERT INTO hosts (id, hostname, host_group_id, enrolled_at, enrolled_from, token_id, cert_sha256)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         params![
             &host.id,
             &host.hostname,
-            &host.host_group,
+            &host.host_group_id,
             host.enrolled_at,
             &host.enrolled_from,
             &host.token_id,
@@ -91,6 +94,8 @@ pub fn get(tx: &mut Tx<'_>, id: &str) -> Result<Option<Host>> {
 pub struct HostQuery {
     /// Start after this (hostname, id): the previous page's last host.
     pub after: Option<(String, String)>,
+    /// Only hosts of these groups (None: every host, grouped or not).
+    pub groups: Option<Vec<String>>,
     /// At most this many.
     pub limit: u32,
     /// Only hosts whose hostname contains this (case-insensitive).
@@ -134,6 +139,9 @@ pub fn list_page(tx: &mut Tx<'_>, query: &HostQuery) -> Result<Vec<(Host, Option
         ));
         values.push(pattern.as_str().into());
     }
+    if let Some(groups) = &query.groups {
+        conditions.push(group_condition(groups, &mut values));
+    }
     let filter = if conditions.is_empty() {
         String::new()
     } else {
@@ -152,16 +160,49 @@ pub fn list_page(tx: &mut Tx<'_>, query: &HostQuery) -> Result<Vec<(Host, Option
     )
 }
 
-/// How many hosts match `name_contains` (all of them without one).
-pub fn count(tx: &mut Tx<'_>, name_contains: Option<&str>) -> Result<u64> {
-    match name_contains.map(contains_pattern) {
-        None => tx.query_one("SELECT COUNT(*) FROM hosts", params![], |row| row.get(0)),
-        Some(pattern) => tx.query_one(
-            "SELECT COUNT(*) FROM hosts WHERE lower(hostname) LIKE $1 ESCAPE '\\'",
-            params![&pattern],
-            |row| row.get(0),
-        ),
+/// `hosts.host_group_id IN (...)` for `groups` (never true for none).
+fn group_condition<'a>(groups: &'a [String], values: &mut Vec<crate::db::Param<'a>>) -> String {
+    if groups.is_empty() {
+        return "1 = 0".to_owned();
     }
+    let mut placeholders = Vec::with_capacity(groups.len());
+    for group in groups {
+        values.push(group.as_str().into());
+        placeholders.push(format!("${}", values.len()));
+    }
+    format!("hosts.host_group_id IN ({})", placeholders.join(", "))
+}
+
+/// How many hosts match `name_contains` (all of them without one), among
+/// those of `groups` when given.
+pub fn count(
+    tx: &mut Tx<'_>,
+    name_contains: Option<&str>,
+    groups: Option<&[String]>,
+) -> Result<u64> {
+    let pattern = name_contains.map(contains_pattern);
+    let mut conditions = Vec::new();
+    let mut values: Vec<crate::db::Param<'_>> = Vec::new();
+    if let Some(pattern) = &pattern {
+        values.push(pattern.as_str().into());
+        conditions.push(format!(
+            "lower(hosts.hostname) LIKE ${} ESCAPE '\\'",
+            values.len()
+        ));
+    }
+    if let Some(groups) = groups {
+        conditions.push(group_condition(groups, &mut values));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    tx.query_one(
+        &format!("SELECT COUNT(*) FROM hosts{filter}"),
+        &values,
+        |row| row.get(0),
+    )
 }
 
 /// One host with its latest sample.
@@ -178,10 +219,11 @@ pub fn get_with_latest(tx: &mut Tx<'_>, id: &str) -> Result<Option<(Host, Option
     )
 }
 
-/// Records a connection (or activity) from the host's agent.
+/// Records a connection (or activity) from the host's agent. A revoked or
+/// deleted host is not found: the connection ends.
 pub fn seen(tx: &mut Tx<'_>, id: &str, now: Millis, transport: Transport) -> Result<()> {
     let changed = tx.execute(
-        "UPDATE hosts SET last_seen = $2, last_transport = $3 WHERE id = $1",
+        "UPDATE hosts SET last_seen = $2, last_transport = $3 WHERE id = $1 AND revoked_at IS NULL",
         params![id, now, transport.as_str()],
     )?;
     if changed == 0 {
@@ -268,4 +310,20 @@ pub fn record_seqs(tx: &mut Tx<'_>, id: &str) -> Result<Vec<u64>> {
         params![id],
         |row| row.get(0),
     )
+}
+
+/// Revokes a host (the first revocation time is kept). False when there is
+/// no such host.
+pub fn revoke(tx: &mut Tx<'_>, id: &str, now: Millis) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE hosts SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+        params![id, now],
+    )? > 0)
+}
+
+/// Deletes a host and everything stored about it. False when there is no
+/// such host.
+pub fn delete(tx: &mut Tx<'_>, id: &str) -> Result<bool> {
+    crate::metrics::store::delete_host(tx, id)?;
+    Ok(tx.execute("DELETE FROM hosts WHERE id = $1", params![id])? > 0)
 }

@@ -9,29 +9,51 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Redirect, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{AgentHealth, Host, MAX_HOST_ID, store};
+use crate::access::{Caller, Permission};
 use crate::commands::{CommandRow, CommandStatus};
 use crate::db::Millis;
-use crate::identity::auth::UiUser;
 use crate::metrics::{Resolution, Sample};
 use crate::state::AppState;
 use crate::uplink::registry::Registry;
 use crate::web::format::{self, MISSING};
 use crate::web::layout::Layout;
-use crate::web::{Routes, WebError, html};
+use crate::web::{Access, Routes, WebError, html};
 
 /// Most raw samples the one-hour chart draws (one every 5 s).
 const CHART_MAX_SAMPLES: u32 = 720;
 
 pub fn routes() -> Routes {
     Routes::new()
-        .public("/", get(|| async { Redirect::to("/hosts") }))
-        .user("/hosts", get(hosts_page))
-        .user("/hosts/{id}", get(host_page))
+        .get("/", Access::Public, || async { Redirect::to("/hosts") })
+        .get(
+            "/hosts",
+            Access::Permission(Permission::HostsRead),
+            hosts_page,
+        )
+        .get(
+            "/hosts/{id}",
+            Access::Permission(Permission::HostsRead),
+            host_page,
+        )
+        .post(
+            "/hosts/{id}/group",
+            Access::Permission(Permission::HostsAssignGroup),
+            assign_group_form,
+        )
+        .post(
+            "/hosts/{id}/revoke",
+            Access::Permission(Permission::HostsRevoke),
+            revoke_form,
+        )
+        .post(
+            "/hosts/{id}/delete",
+            Access::Permission(Permission::HostsDelete),
+            delete_form,
+        )
 }
 
 /// How far back a host page's charts reach, and from which series.
@@ -182,6 +204,10 @@ struct HostsPage {
     online: usize,
     /// The filter as typed, for the search box.
     name: String,
+    /// The groups the caller may filter by (empty: no group select).
+    group_options: Vec<GroupOption>,
+    /// Whether a group filter is applied.
+    group_filtered: bool,
     /// The link to the next page, if there is one.
     next: Option<String>,
     /// The link to the first page, when this is not it.
@@ -195,10 +221,12 @@ const PAGE_SIZE: u32 = 100;
 struct HostsQuery {
     after: Option<String>,
     name: Option<String>,
+    /// A host group's id.
+    group: Option<String>,
 }
 
 async fn hosts_page(
-    user: UiUser,
+    caller: Caller,
     State(state): State<AppState>,
     Query(query): Query<HostsQuery>,
 ) -> Result<Response, WebError> {
@@ -217,28 +245,47 @@ async fn hosts_page(
         ),
     };
     let is_first = after.is_none();
+    let group = query.group.filter(|g| !g.is_empty());
+    let visible = super::api::list_groups(&caller, Permission::HostsRead);
+    let groups = super::api::filter_groups(&caller, Permission::HostsRead, group.as_deref());
     let page = store::HostQuery {
         after,
+        groups: groups.clone(),
         limit: PAGE_SIZE + 1,
         name_contains: (!name.is_empty()).then(|| name.clone()),
     };
     let filter = page.name_contains.clone();
-    // One snapshot: the page (one query, an index range) and the count.
-    let (mut hosts, total) = state
+    let scoped = groups.is_some();
+    // One snapshot: the page (one query, an index range), the count and
+    // the groups to filter by.
+    let (mut hosts, total, all_groups) = state
         .db
         .read("list hosts", move |tx| {
             Ok((
                 store::list_page(tx, &page)?,
-                store::count(tx, filter.as_deref())?,
+                store::count(tx, filter.as_deref(), groups.as_deref())?,
+                super::groups::list(tx)?,
             ))
         })
         .await?;
+    let group_options: Vec<GroupOption> = all_groups
+        .into_iter()
+        .filter(|g| visible.as_ref().is_none_or(|v| v.contains(&g.id)))
+        .map(|g| GroupOption {
+            selected: group.as_deref() == Some(g.id.as_str()),
+            id: g.id,
+            name: g.name,
+        })
+        .collect();
     let more = hosts.len() > PAGE_SIZE as usize;
     hosts.truncate(PAGE_SIZE as usize);
     let link = |after: Option<String>| {
         let mut params = Vec::new();
         if !name.is_empty() {
             params.push(format!("name={}", urlencode(&name)));
+        }
+        if let Some(group) = &group {
+            params.push(format!("group={}", urlencode(group)));
         }
         if let Some(after) = after {
             params.push(format!("after={after}"));
@@ -271,11 +318,17 @@ async fn hosts_page(
         });
     }
     let page = HostsPage {
-        layout: Layout::for_user(&user),
+        layout: Layout::for_caller(&caller),
+        online: if scoped {
+            rows.iter().filter(|r| r.status.online).count()
+        } else {
+            state.registry.online_count()
+        },
         hosts: rows,
         total,
-        online: state.registry.online_count(),
         name,
+        group_filtered: group.is_some(),
+        group_options,
         next,
         first,
     };
@@ -339,6 +392,23 @@ struct AgentProcess {
     healthy: bool,
     restarts: String,
     sandbox: String,
+}
+
+/// What the caller may do to the host, as the page offers it.
+struct HostActions {
+    assign: bool,
+    /// The groups the caller may move the host into.
+    groups: Vec<GroupOption>,
+    revoke: bool,
+    delete: bool,
+    /// When the host was revoked.
+    revoked: Option<String>,
+}
+
+struct GroupOption {
+    id: String,
+    name: String,
+    selected: bool,
 }
 
 /// One command issued to the host, for the commands table.
@@ -407,6 +477,8 @@ struct HostPage {
     charts: Vec<Chart>,
     ranges: Vec<RangeLink>,
     range_description: &'static str,
+    actions: HostActions,
+    host_id: String,
     agent: Vec<AgentProcess>,
     agent_reported: bool,
     commands: Vec<CommandView>,
@@ -422,7 +494,7 @@ struct HostPageQuery {
 }
 
 async fn host_page(
-    user: UiUser,
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<HostPageQuery>,
@@ -443,11 +515,46 @@ async fn host_page(
             };
             let series = chart_series(tx, &host.id, range, from, now)?;
             let commands = crate::commands::store::for_host(tx, &host.id, PAGE_COMMANDS)?;
-            Ok(Some((host, latest, series, commands)))
+            let groups = super::groups::list(tx)?;
+            Ok(Some((host, latest, series, commands, groups)))
         })
         .await?;
-    let Some((host, latest, series, commands)) = found else {
+    let Some((host, latest, series, commands, groups)) = found else {
         return Err(UNKNOWN);
+    };
+    // Outside the caller's groups, the host does not exist for them.
+    caller.require_for_host(Permission::HostsRead, host.group_id(), "no such host")?;
+    let group = host.group_id();
+    let (latest, series) = if caller.may(Permission::MetricsRead, group) {
+        (latest, series)
+    } else {
+        (
+            None,
+            Series {
+                cpu: Vec::new(),
+                memory: Vec::new(),
+            },
+        )
+    };
+    let commands = if caller.may(Permission::CommandsRead, group) {
+        commands
+    } else {
+        Vec::new()
+    };
+    let actions = HostActions {
+        assign: caller.may(Permission::HostsAssignGroup, group),
+        groups: groups
+            .into_iter()
+            .filter(|g| caller.may(Permission::HostsAssignGroup, Some(&g.id)))
+            .map(|g| GroupOption {
+                selected: Some(g.id.as_str()) == group,
+                id: g.id,
+                name: g.name,
+            })
+            .collect(),
+        revoke: caller.may(Permission::HostsRevoke, group) && host.revoked_at.is_none(),
+        delete: caller.may(Permission::HostsDelete, group),
+        revoked: host.revoked_at.map(format::utc),
     };
     let ranges = ChartRange::ALL
         .into_iter()
@@ -458,7 +565,9 @@ async fn host_page(
         })
         .collect();
     let page = HostPage {
-        layout: Layout::for_user(&user),
+        layout: Layout::for_caller(&caller),
+        actions,
+        host_id: host.id.clone(),
         status: Status::of(&host, &state.registry, now),
         last_seen: last_seen(&host, now),
         facts: facts(&host),
@@ -565,7 +674,7 @@ fn facts(host: &Host) -> Vec<Fact> {
         },
         Fact {
             label: "Host group",
-            value: or_missing(host.host_group.as_deref()),
+            value: or_missing(host.host_group.as_ref().map(|(_, name)| name.as_str())),
         },
         Fact {
             label: "Enrolled",
@@ -691,4 +800,46 @@ fn agent_processes(health: Option<&AgentHealth>) -> Vec<AgentProcess> {
             sandbox: or_missing(&child.sandbox),
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Actions
+
+#[derive(Debug, Deserialize)]
+struct GroupForm {
+    /// Empty: no group.
+    #[serde(default)]
+    host_group_id: String,
+}
+
+async fn assign_group_form(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<GroupForm>,
+) -> Result<Response, WebError> {
+    let host = super::api::visible_host(&state, &caller, id, Permission::HostsAssignGroup).await?;
+    let group = (!form.host_group_id.is_empty()).then_some(form.host_group_id);
+    super::api::assign_group(&state, &caller, &host, group).await?;
+    Ok(Redirect::to(&format!("/hosts/{}", host.id)).into_response())
+}
+
+async fn revoke_form(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let host = super::api::visible_host(&state, &caller, id, Permission::HostsRevoke).await?;
+    super::api::revoke(&state, &caller, &host).await?;
+    Ok(Redirect::to(&format!("/hosts/{}", host.id)).into_response())
+}
+
+async fn delete_form(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let host = super::api::visible_host(&state, &caller, id, Permission::HostsDelete).await?;
+    super::api::delete(&state, &caller, &host).await?;
+    Ok(Redirect::to("/hosts").into_response())
 }

@@ -1,4 +1,6 @@
-//! Who is asking: the session cookie of a browser, or an API token.
+//! Reading a request's credentials: the session cookie of a browser, or an
+//! API token (turned into a caller with its grants by
+//! [`crate::access::authorize`]).
 //!
 //! A session cookie carries 256 random bits; the database keeps only their
 //! SHA-256. A session ends after `session_idle_timeout_secs` without a
@@ -16,9 +18,8 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{Role, User, store};
+use super::{User, store};
 use crate::audit::Actor;
 use crate::db::Millis;
 use crate::secrets;
@@ -103,10 +104,12 @@ fn record_actor(actor: &Actor) {
     tracing::Span::current().record("actor", tracing::field::display(actor));
 }
 
-/// A signed-in browser user.
+/// A signed-in browser user and their session.
 #[derive(Debug, Clone)]
 pub struct SessionUser {
     pub user: User,
+    /// When they signed in.
+    pub created_at: Millis,
 }
 
 fn secs_to_millis(secs: u64) -> Millis {
@@ -152,105 +155,9 @@ pub async fn resume_session(
             .await?;
     }
     record_actor(&Actor::User(user.username.clone()));
-    Ok(Some(SessionUser { user }))
-}
-
-/// Extractor for pages: the signed-in user, or a redirect to the login form.
-pub struct UiUser(pub SessionUser);
-
-pub enum UiRejection {
-    Login,
-    Error(WebError),
-}
-
-impl IntoResponse for UiRejection {
-    fn into_response(self) -> Response {
-        match self {
-            UiRejection::Login => Redirect::to("/login").into_response(),
-            UiRejection::Error(e) => e.into_response(),
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for UiUser {
-    type Rejection = UiRejection;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Some(cookie) = session_cookie(&parts.headers) else {
-            return Err(UiRejection::Login);
-        };
-        match resume_session(state, cookie, crate::now_millis()).await {
-            Ok(Some(user)) => Ok(UiUser(user)),
-            Ok(None) => Err(UiRejection::Login),
-            Err(e) => Err(UiRejection::Error(e)),
-        }
-    }
-}
-
-/// Extractor for the API: a session or an API token, else 401.
-#[derive(Debug, Clone)]
-pub struct ApiCaller {
-    pub actor: Actor,
-    /// What the caller may do. API tokens are not scoped yet (scopes come
-    /// with RBAC), so a token acts as an admin.
-    pub role: Role,
-}
-
-impl FromRequestParts<AppState> for ApiCaller {
-    type Rejection = WebError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        // An Authorization header decides alone: a bad token does not fall
-        // back to the cookie.
-        if parts.headers.contains_key(header::AUTHORIZATION) {
-            let token = bearer_token(&parts.headers).ok_or(WebError::Unauthorized)?;
-            return api_token_caller(state, token)
-                .await?
-                .ok_or(WebError::Unauthorized);
-        }
-        let cookie = session_cookie(&parts.headers).ok_or(WebError::Unauthorized)?;
-        let session = resume_session(state, cookie, crate::now_millis()).await?;
-        let SessionUser { user } = session.ok_or(WebError::Unauthorized)?;
-        Ok(ApiCaller {
-            actor: Actor::User(user.username),
-            role: user.role,
-        })
-    }
-}
-
-async fn api_token_caller(state: &AppState, token: &str) -> Result<Option<ApiCaller>, WebError> {
-    let Some((id, secret)) = secrets::split_token(token) else {
-        tracing::info!("malformed api token");
-        return Ok(None);
-    };
-    let lookup = id.to_owned();
-    let Some(stored) = state
-        .db
-        .read("load api token", move |tx| store::api_token(tx, &lookup))
-        .await?
-    else {
-        tracing::info!(token_id = %id, "unknown api token");
-        return Ok(None);
-    };
-    if stored.revoked_at.is_some() {
-        tracing::info!(token_id = %id, "revoked api token");
-        return Ok(None);
-    }
-    if !secrets::secret_matches(secret, &stored.secret_hash) {
-        tracing::info!(token_id = %id, "api token secret does not match");
-        return Ok(None);
-    }
-    let actor = Actor::ApiToken(stored.id);
-    record_actor(&actor);
-    Ok(Some(ApiCaller {
-        actor,
-        role: Role::Admin,
+    Ok(Some(SessionUser {
+        user,
+        created_at: session.created_at,
     }))
 }
 

@@ -6,7 +6,6 @@ use askama::Template;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::auth::{
@@ -18,7 +17,7 @@ use crate::audit::{Action, Actor, NewAuditEvent, Outcome};
 use crate::secrets;
 use crate::state::AppState;
 use crate::web::layout::Layout;
-use crate::web::{RequestId, Routes, WebError, html};
+use crate::web::{Access, RequestId, Routes, WebError, html};
 
 /// Random bytes in a session id.
 const SESSION_ID_BYTES: usize = 32;
@@ -29,8 +28,10 @@ pub const LOGIN_FAILED: &str = "invalid username or password";
 
 pub fn routes() -> Routes {
     Routes::new()
-        .public("/login", get(login_form).post(login_submit))
-        .public("/logout", post(logout))
+        .get("/login", Access::Public, login_form)
+        .post("/login", Access::Public, login_submit)
+        // Public: signing out with an expired session still clears the cookie.
+        .post("/logout", Access::Public, logout)
 }
 
 #[derive(Template)]
@@ -141,13 +142,22 @@ async fn login_submit(
         Ok(user) => user,
         Err(reason) => {
             tracing::info!(reason = reason.as_str(), "login failed");
-            let event =
-                audit(Outcome::Failure).details(serde_json::json!({ "reason": reason.as_str() }));
-            state
-                .db
-                .write("audit failed login", move |tx| {
-                    crate::audit::store::append(tx, &event).map(|_| ())
-                })
+            let event = match reason {
+                // A name that matches no account may be a password typed
+                // in the wrong field: only its keyed digest is kept.
+                LoginFailure::UnknownUser => {
+                    NewAuditEvent::new(now, Actor::Anonymous, Action::AuthLogin, Outcome::Failure)
+                        .from_client(client.ip.clone(), client.user_agent.clone())
+                        .details(serde_json::json!({
+                            "reason": reason.as_str(),
+                            "username_digest": state.audit_key.name_digest(&form.username),
+                        }))
+                }
+                _ => audit(Outcome::Failure)
+                    .details(serde_json::json!({ "reason": reason.as_str() })),
+            };
+            // Unauthenticated: bounded per address and in all.
+            crate::audit::limits::append_unauthenticated(&state, client.ip.as_deref(), event)
                 .await?;
             let page = LoginPage {
                 layout: Layout::anonymous(),

@@ -4,10 +4,11 @@
 //! - this file: the model;
 //! - [`store`]: the queries;
 //! - [`auth`]: reading a request's credentials (session cookie, bearer
-//!   token) into a caller, for pages ([`auth::UiUser`]) and the API
-//!   ([`auth::ApiCaller`]);
+//!   token); [`crate::access::authorize`] turns them into a caller;
 //! - [`login`]: the sign-in and sign-out pages;
 //! - [`cli`]: `user create`, `api-token create`.
+//!
+//! What a user may do is in [`crate::access`] (roles and their assignments).
 //!
 //! Invariants: no usable secret at rest (passwords argon2id, session ids and
 //! API token secrets SHA-256 of 256 random bits); a disabled user has no
@@ -19,50 +20,14 @@ pub mod auth;
 pub mod cli;
 pub mod login;
 pub mod store;
-
-/// Built-in roles. Custom roles and the permission model come later; these
-/// names are stable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Operator,
-    Auditor,
-    Viewer,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Auditor, Role::Viewer];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Auditor => "auditor",
-            Role::Viewer => "viewer",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = crate::UnknownName;
-    fn from_str(s: &str) -> Result<Self, crate::UnknownName> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "operator" => Ok(Role::Operator),
-            "auditor" => Ok(Role::Auditor),
-            "viewer" => Ok(Role::Viewer),
-            other => Err(crate::UnknownName::new("role", other)),
-        }
-    }
-}
+pub mod tokens_http;
+pub mod users_http;
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
     pub username: String,
     /// argon2id PHC string.
     pub password_hash: String,
-    pub role: Role,
     pub created_at: Millis,
 }
 
@@ -71,9 +36,11 @@ pub struct User {
     pub id: i64,
     pub username: String,
     pub password_hash: String,
-    pub role: Role,
     pub created_at: Millis,
     pub disabled: bool,
+    /// For a user of a single sign-on provider (later): the provider and
+    /// the user's subject there.
+    pub external: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +74,18 @@ pub struct ApiToken {
     pub secret_hash: Vec<u8>,
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
+    /// The user who made it; its grants never exceed theirs. None for a
+    /// token made on the command line of the backend's machine.
+    pub user_id: Option<i64>,
+    /// A role whose permissions the token carries.
+    pub role_id: Option<String>,
+    /// Permissions the token carries besides its role's.
+    pub permissions: Vec<String>,
+    /// The token reaches only this host group's hosts (and nothing global).
+    pub host_group_id: Option<String>,
+    pub expires_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+    pub last_used_ip: Option<String>,
 }
 
 /// User names: 1 to 64 letters, digits, `.`, `_`, `-` or `@`.

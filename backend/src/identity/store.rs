@@ -1,32 +1,32 @@
 //! Queries of users, sessions and API tokens.
 
-use super::{ApiToken, NewSession, NewUser, Role, Session, User};
+use super::{ApiToken, NewSession, NewUser, Session, User};
+use crate::db::value::{json, to_json};
 use crate::db::{DbError, Millis, Result, Row, Tx};
 use crate::params;
 
-const USER_COLUMNS: &str =
-    "users.id, users.username, users.password_hash, users.role, users.created_at, users.disabled";
+const USER_COLUMNS: &str = "users.id, users.username, users.password_hash, users.created_at, users.disabled, \
+     users.external_provider, users.external_subject";
 
 /// Reads the [`USER_COLUMNS`] starting at column `at`.
 fn user_from_row(row: &Row<'_>, at: usize) -> Result<User> {
-    let role: String = row.get(at + 3)?;
+    let provider: Option<String> = row.get(at + 5)?;
+    let subject: Option<String> = row.get(at + 6)?;
     Ok(User {
         id: row.get(at)?,
         username: row.get(at + 1)?,
         password_hash: row.get(at + 2)?,
-        role: role
-            .parse::<Role>()
-            .map_err(|e| DbError::Corrupt(e.to_string()))?,
-        created_at: row.get(at + 4)?,
-        disabled: row.get(at + 5)?,
+        created_at: row.get(at + 3)?,
+        disabled: row.get(at + 4)?,
+        external: provider.zip(subject),
     })
 }
 
 pub fn create_user(tx: &mut Tx<'_>, user: &NewUser) -> Result<User> {
     let id: i64 = tx
         .query_one(
-            "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
-            params![&user.username, &user.password_hash, user.role.as_str(), user.created_at],
+            "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+            params![&user.username, &user.password_hash, user.created_at],
             |row| row.get(0),
         )
         .map_err(|e| match e {
@@ -39,9 +39,9 @@ pub fn create_user(tx: &mut Tx<'_>, user: &NewUser) -> Result<User> {
         id,
         username: user.username.clone(),
         password_hash: user.password_hash.clone(),
-        role: user.role,
         created_at: user.created_at,
         disabled: false,
+        external: None,
     })
 }
 
@@ -53,11 +53,48 @@ pub fn user_by_name(tx: &mut Tx<'_>, username: &str) -> Result<Option<User>> {
     )
 }
 
+pub fn user_by_id(tx: &mut Tx<'_>, id: i64) -> Result<Option<User>> {
+    tx.query_opt(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+        params![id],
+        |row| user_from_row(row, 0),
+    )
+}
+
 pub fn list_users(tx: &mut Tx<'_>) -> Result<Vec<User>> {
     tx.query(
         &format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"),
         params![],
         |row| user_from_row(row, 0),
+    )
+}
+
+/// Disables or enables a user; disabling ends their sessions. False when
+/// there is no such user.
+pub fn set_disabled(tx: &mut Tx<'_>, id: i64, disabled: bool) -> Result<bool> {
+    let changed = tx.execute(
+        "UPDATE users SET disabled = $2 WHERE id = $1",
+        params![id, disabled],
+    )?;
+    if disabled {
+        tx.execute("DELETE FROM sessions WHERE user_id = $1", params![id])?;
+    }
+    Ok(changed > 0)
+}
+
+/// Deletes a user; their sessions, role assignments and API tokens go with
+/// them. The audit trail keeps their name. False when there is no such user.
+pub fn delete_user(tx: &mut Tx<'_>, id: i64) -> Result<bool> {
+    Ok(tx.execute("DELETE FROM users WHERE id = $1", params![id])? > 0)
+}
+
+/// How many enabled users hold the admin role for everything.
+pub fn enabled_global_admins(tx: &mut Tx<'_>) -> Result<u64> {
+    tx.query_one(
+        "SELECT COUNT(DISTINCT users.id) FROM users JOIN role_assignments a ON a.user_id = users.id
+         WHERE a.role_id = 'admin' AND a.host_group_id IS NULL AND NOT users.disabled",
+        params![],
+        |row| row.get(0),
     )
 }
 
@@ -128,9 +165,23 @@ pub fn delete_session(tx: &mut Tx<'_>, id_hash: &[u8]) -> Result<()> {
 }
 
 pub fn create_api_token(tx: &mut Tx<'_>, token: &ApiToken) -> Result<()> {
+    let permissions = to_json("token permissions", &token.permissions)?;
     tx.execute(
-        "INSERT INTO api_tokens (id, name, secret_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5)",
-        params![&token.id, &token.name, &token.secret_hash, token.created_at, token.revoked_at],
+        "INSERT INTO api_tokens (id, name, secret_hash, created_at, revoked_at, user_id, role_id, permissions,
+                                 host_group_id, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        params![
+            &token.id,
+            &token.name,
+            &token.secret_hash,
+            token.created_at,
+            token.revoked_at,
+            token.user_id,
+            &token.role_id,
+            &permissions,
+            &token.host_group_id,
+            token.expires_at
+        ],
     )
     .map_err(|e| match e {
         DbError::Conflict { .. } => DbError::Conflict {
@@ -141,18 +192,75 @@ pub fn create_api_token(tx: &mut Tx<'_>, token: &ApiToken) -> Result<()> {
     Ok(())
 }
 
+const TOKEN_COLUMNS: &str = "id, name, secret_hash, created_at, revoked_at, user_id, role_id, permissions, host_group_id, \
+     expires_at, last_used_at, last_used_ip";
+
+fn token_from_row(row: &Row<'_>) -> Result<ApiToken> {
+    Ok(ApiToken {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        secret_hash: row.get(2)?,
+        created_at: row.get(3)?,
+        revoked_at: row.get(4)?,
+        user_id: row.get(5)?,
+        role_id: row.get(6)?,
+        permissions: json(row, 7)?,
+        host_group_id: row.get(8)?,
+        expires_at: row.get(9)?,
+        last_used_at: row.get(10)?,
+        last_used_ip: row.get(11)?,
+    })
+}
+
 pub fn api_token(tx: &mut Tx<'_>, id: &str) -> Result<Option<ApiToken>> {
     tx.query_opt(
-        "SELECT id, name, secret_hash, created_at, revoked_at FROM api_tokens WHERE id = $1",
+        &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"),
         params![id],
-        |row| {
-            Ok(ApiToken {
-                id: row.get(0)?,
-                name: row.get(1)?,
-                secret_hash: row.get(2)?,
-                created_at: row.get(3)?,
-                revoked_at: row.get(4)?,
-            })
-        },
+        token_from_row,
+    )
+}
+
+/// API tokens of `user_id`, or every token when `None`; newest first.
+pub fn api_tokens(tx: &mut Tx<'_>, user_id: Option<i64>) -> Result<Vec<ApiToken>> {
+    tx.query(
+        &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE ($1 OR user_id = $2) ORDER BY created_at DESC, id"),
+        params![user_id.is_none(), user_id.unwrap_or(0)],
+        token_from_row,
+    )
+}
+
+/// Revokes a token (the first revocation time is kept). False when there
+/// is no such token.
+pub fn revoke_api_token(tx: &mut Tx<'_>, id: &str, now: Millis) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+        params![id, now],
+    )? > 0)
+}
+
+/// Records that a token was used, and from where.
+pub fn token_used(tx: &mut Tx<'_>, id: &str, now: Millis, ip: Option<&str>) -> Result<()> {
+    tx.execute(
+        "UPDATE api_tokens SET last_used_at = $2, last_used_ip = $3 WHERE id = $1",
+        params![id, now, ip],
+    )?;
+    Ok(())
+}
+
+/// Every session of `user_id` (or of everyone), newest first.
+pub fn sessions(
+    tx: &mut Tx<'_>,
+    user_id: Option<i64>,
+    now: Millis,
+) -> Result<Vec<(Session, User)>> {
+    tx.query(
+        &format!(
+            "SELECT {SESSION_COLUMNS}, {USER_COLUMNS}
+             FROM sessions JOIN users ON users.id = sessions.user_id
+             WHERE sessions.expires_at > $3 AND ($1 OR sessions.user_id = $2)
+             ORDER BY sessions.last_seen_at DESC"
+        ),
+        params![user_id.is_none(), user_id.unwrap_or(0), now],
+        |row| Ok((session_from_row(row)?, user_from_row(row, 7)?)),
     )
 }

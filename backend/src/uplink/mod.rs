@@ -26,6 +26,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::audit::{Action, Actor, NewAuditEvent, Outcome};
 use crate::hosts::ingest::AgentRecord;
 use crate::state::AppState;
 
@@ -135,11 +136,25 @@ where
     let dropped = hello.spool_dropped_total;
     // The hello's own bookkeeping in one transaction: the connection is
     // seen, the spool's drop counter is recorded, the stored sequence read.
+    let connected = NewAuditEvent::new(
+        now,
+        Actor::Agent(agent_id.to_owned()),
+        Action::AgentConnect,
+        Outcome::Success,
+    )
+    .target(agent_id)
+    .from_client(Some(remote.ip().to_string()), None)
+    .details(serde_json::json!({
+        "transport": transport.as_str(),
+        "zero_rtt": zero_rtt,
+        "agent_version": hello.agent_version,
+    }));
     let stored = state
         .db
         .write("agent hello", move |tx| {
             crate::hosts::store::seen(tx, &id, now, transport)?;
             crate::hosts::store::set_spool_dropped(tx, &id, dropped)?;
+            crate::audit::store::append(tx, &connected)?;
             Ok(crate::hosts::store::get(tx, &id)?.map_or(0, |h| h.stored_up_to_seq))
         })
         .await?;
@@ -150,7 +165,7 @@ where
     }
     .into();
     out.send(encode_body(&ack)).await?;
-    let (conn_id, mut commands) = state
+    let (conn_id, mut commands, close) = state
         .registry
         .connected_with_commands(agent_id, transport, remote, now);
     if zero_rtt {
@@ -166,6 +181,7 @@ where
         &mut frames,
         &mut out,
         &mut commands,
+        &close,
     )
     .await;
     state.registry.disconnected(agent_id, conn_id);
@@ -174,6 +190,31 @@ where
         transport = transport.as_str(),
         "agent disconnected"
     );
+    let event = NewAuditEvent::new(
+        crate::now_millis(),
+        Actor::Agent(agent_id.to_owned()),
+        Action::AgentDisconnect,
+        if result.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        },
+    )
+    .target(agent_id)
+    .from_client(Some(remote.ip().to_string()), None)
+    .details(serde_json::json!({
+        "transport": transport.as_str(),
+        "error": result.as_ref().err().map(ToString::to_string),
+    }));
+    if let Err(e) = state
+        .db
+        .write("audit agent disconnect", move |tx| {
+            crate::audit::store::append(tx, &event).map(|_| ())
+        })
+        .await
+    {
+        tracing::warn!(agent_id, error = %e, "could not audit an agent's disconnection");
+    }
     result
 }
 
@@ -184,6 +225,7 @@ async fn record_loop<R, W>(
     frames: &mut FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
     out: &mut FramedWrite<W, tokio_util::codec::LengthDelimitedCodec>,
     commands: &mut tokio::sync::mpsc::Receiver<pb::SignedCommand>,
+    close: &tokio::sync::Notify,
 ) -> Result<(), UplinkError>
 where
     R: AsyncRead + Unpin,
@@ -195,6 +237,7 @@ where
         // whatever else is already buffered, so a busy agent gets one
         // transaction and one ack per batch.
         let first = tokio::select! {
+            () = close.notified() => return Err(UplinkError::Revoked(agent_id.to_owned())),
             frame = frames.next() => frame,
             Some(command) = commands.recv() => {
                 let frame: pb::DownlinkFrame = Downlink::Command(command).into();

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use palisade_proto::pb;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
 
 use crate::db::Millis;
 
@@ -51,6 +53,9 @@ pub struct Connection {
     pub zero_rtt: bool,
     /// Commands to deliver on this connection.
     pub commands: mpsc::Sender<pb::SignedCommand>,
+    /// Notified to make the connection's task close it (the host was
+    /// revoked).
+    pub close: Arc<Notify>,
 }
 
 /// Commands queued per connection at most.
@@ -90,12 +95,13 @@ impl Registry {
         transport: Transport,
         remote: std::net::SocketAddr,
         now: Millis,
-    ) -> (u64, mpsc::Receiver<pb::SignedCommand>) {
+    ) -> (u64, mpsc::Receiver<pb::SignedCommand>, Arc<Notify>) {
         let conn_id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let close = Arc::new(Notify::new());
         let conn = Connection {
             transport,
             connected_at: now,
@@ -103,9 +109,10 @@ impl Registry {
             conn_id,
             zero_rtt: false,
             commands: tx,
+            close: close.clone(),
         };
         self.lock().insert(agent_id.to_owned(), conn);
-        (conn_id, rx)
+        (conn_id, rx, close)
     }
 
     /// Marks the connection `conn_id` of `agent_id` as resumed with 0-RTT.
@@ -125,6 +132,19 @@ impl Registry {
     pub fn send_command(&self, agent_id: &str, command: pb::SignedCommand) -> bool {
         let sender = self.lock().get(agent_id).map(|c| c.commands.clone());
         sender.is_some_and(|tx| tx.try_send(command).is_ok())
+    }
+
+    /// Tells the live connection of `agent_id` to close (its task closes it
+    /// at once). False when the agent is not connected.
+    pub fn close(&self, agent_id: &str) -> bool {
+        match self.lock().get(agent_id) {
+            Some(conn) => {
+                // A stored permit: the task sees it even if it is not waiting yet.
+                conn.close.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forgets the connection `conn_id` of `agent_id`, unless a newer one took its place.

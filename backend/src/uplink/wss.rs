@@ -38,7 +38,7 @@ pub const PATH: &str = "/api/v1/uplink";
 /// The WSS uplink route: agents only, authenticated by their client
 /// certificate (checked in the handler, before the upgrade).
 pub fn routes() -> Routes {
-    Routes::new().agent(PATH, axum::routing::get(upgrade))
+    Routes::new().get(PATH, crate::web::Access::Agent, upgrade)
 }
 
 /// The agents' uplink over WebSocket (subprotocol `palisade/1`), for agents

@@ -4,13 +4,35 @@ use askama::Template;
 use axum::http::StatusCode;
 
 use super::RequestId;
-use crate::identity::auth::UiUser;
+use crate::access::{Caller, Permission};
+
+/// A link of the navigation bar.
+pub struct NavLink {
+    pub href: &'static str,
+    pub label: &'static str,
+}
+
+/// The navigation: each page whose permission the caller holds somewhere.
+const NAV: &[(&str, &str, Permission)] = &[
+    ("/hosts", "Hosts", Permission::HostsRead),
+    ("/host-groups", "Host groups", Permission::HostGroupsRead),
+    (
+        "/enrollment-tokens",
+        "Enrollment",
+        Permission::EnrollmentTokensRead,
+    ),
+    ("/users", "Users", Permission::UsersRead),
+    ("/roles", "Roles", Permission::RolesRead),
+    ("/api-tokens", "API tokens", Permission::ApiTokensCreate),
+    ("/audit", "Audit", Permission::AuditRead),
+];
 
 /// What the frame around every page needs.
 pub struct Layout {
     pub css_href: &'static str,
     /// The signed-in user, if any (shows the navigation and sign-out).
     pub username: Option<String>,
+    pub nav: Vec<NavLink>,
 }
 
 impl Layout {
@@ -18,13 +40,19 @@ impl Layout {
         Layout {
             css_href: super::stylesheet_href(),
             username: None,
+            nav: Vec::new(),
         }
     }
 
-    pub fn for_user(user: &UiUser) -> Self {
+    pub fn for_caller(caller: &Caller) -> Self {
         Layout {
             css_href: super::stylesheet_href(),
-            username: Some(user.0.user.username.clone()),
+            username: caller.username().map(str::to_owned),
+            nav: NAV
+                .iter()
+                .filter(|(_, _, p)| caller.grants.allows_somewhere(*p))
+                .map(|&(href, label, _)| NavLink { href, label })
+                .collect(),
         }
     }
 }

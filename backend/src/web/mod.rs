@@ -24,13 +24,13 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tracing::Instrument;
 
 use crate::state::AppState;
 
 pub mod csrf;
 pub mod error;
+pub mod form;
 pub mod format;
 pub mod layout;
 pub mod openapi;
@@ -61,14 +61,20 @@ impl std::fmt::Display for RequestId {
 /// Every route of the backend's HTTPS port, from every domain.
 pub fn all_routes() -> Routes {
     Routes::new()
-        .public("/healthz", get(healthz))
-        .public("/static/app.css", get(stylesheet))
+        .get("/healthz", Access::Public, healthz)
+        .get("/static/app.css", Access::Public, stylesheet)
         .merge(openapi::routes())
         .merge(crate::identity::login::routes())
+        .merge(crate::identity::users_http::routes())
+        .merge(crate::identity::tokens_http::routes())
+        .merge(crate::access::http::routes())
         .merge(crate::hosts::ui::routes())
         .merge(crate::hosts::api::routes())
+        .merge(crate::hosts::groups_http::routes())
         .merge(crate::commands::api::routes())
         .merge(crate::enrollment::http::routes())
+        .merge(crate::enrollment::tokens_http::routes())
+        .merge(crate::audit::http::routes())
         .merge(crate::uplink::wss::routes())
 }
 
@@ -78,7 +84,9 @@ pub fn router(state: AppState) -> Router {
     let (routes, _) = all_routes().into_parts();
     routes
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
+        // The route layers (access::authorize) find the state here.
+        .layer(axum::Extension(state))
         .layer(middleware::from_fn(csrf::require_same_origin))
         .layer(middleware::from_fn(envelope))
 }

@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -16,7 +15,7 @@ use super::Routes;
 pub const PATH: &str = "/api/v1/openapi.json";
 
 pub fn routes() -> Routes {
-    Routes::new().public(PATH, get(openapi_json))
+    Routes::new().get(PATH, super::Access::Public, openapi_json)
 }
 
 struct SecuritySchemes;
@@ -31,7 +30,7 @@ impl Modify for SecuritySchemes {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("<id>.<secret>")
                     .description(Some(
-                        "An API token, `palisade-backend api-token create NAME`.",
+                        "An API token, `palisade-backend api-token create NAME --role ROLE`.",
                     ))
                     .build(),
             ),
@@ -57,7 +56,9 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     tags((name = "hosts", description = "Enrolled hosts and their latest state"),
          (name = "commands", description = "Signed commands to agents"),
-         (name = "agents", description = "What agents call: enrollment and the WSS uplink"),
+         (name = "agents", description = "What agents call: enrollment and the WSS uplink; enrollment tokens"),
+         (name = "access", description = "Users, roles, permissions and API tokens"),
+         (name = "audit", description = "The audit trail"),
          (name = "meta", description = "This document")),
 )]
 struct Api;
@@ -67,6 +68,12 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = Api::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.merge(crate::hosts::api::openapi_paths());
+    doc.merge(crate::hosts::groups_http::openapi_paths());
+    doc.merge(crate::access::http::openapi_paths());
+    doc.merge(crate::identity::users_http::openapi_paths());
+    doc.merge(crate::identity::tokens_http::openapi_paths());
+    doc.merge(crate::enrollment::tokens_http::openapi_paths());
+    doc.merge(crate::audit::http::openapi_paths());
     doc.merge(crate::commands::api::openapi_paths());
     doc.merge(crate::enrollment::http::openapi_paths());
     doc.merge(crate::uplink::wss::openapi_paths());
@@ -95,12 +102,13 @@ mod tests {
         let doc = document();
         let documented: Vec<&String> = doc.paths.paths.keys().collect();
         let routes = crate::web::all_routes();
-        let api: Vec<&str> = routes
+        let mut api: Vec<&str> = routes
             .declared()
             .iter()
             .map(|r| r.path)
             .filter(|p| p.starts_with("/api/v1/"))
             .collect();
+        api.dedup();
         assert!(api.len() >= 7, "{api:?}");
         for path in &api {
             assert!(

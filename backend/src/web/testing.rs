@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::db::{Db, Millis};
 use crate::enrollment::EnrollmentToken;
 use crate::hosts::NewHost;
-use crate::identity::{ApiToken, NewSession, NewUser, Role, User};
+use crate::identity::{ApiToken, NewSession, NewUser, User};
 use crate::pki::Pki;
 use crate::secrets;
 use crate::state::AppState;
@@ -45,6 +45,7 @@ pub fn state_with_config(config: Config) -> AppState {
         Arc::new(Registry::new()),
         pki(),
         Arc::new(config),
+        Arc::new(crate::audit::checkpoint::AuditKey::ephemeral().expect("audit key")),
     )
 }
 
@@ -70,20 +71,59 @@ pub fn test_password_hash(password: &str) -> String {
         .to_string()
 }
 
-pub async fn create_user(state: &AppState, username: &str, password: &str, role: Role) -> User {
+/// A user holding `role` (a role id) for all hosts.
+pub async fn create_user(state: &AppState, username: &str, password: &str, role: &str) -> User {
+    create_scoped_user(state, username, password, role, None).await
+}
+
+/// A user holding `role` for all hosts, or for the hosts of group `group`
+/// (an id).
+pub async fn create_scoped_user(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    role: &str,
+    group: Option<&str>,
+) -> User {
     let user = NewUser {
         username: username.into(),
         password_hash: test_password_hash(password),
-        role,
         created_at: T0,
     };
+    let (role, group) = (role.to_owned(), group.map(str::to_owned));
     state
         .db
         .write("test user", move |tx| {
-            crate::identity::store::create_user(tx, &user)
+            let user = crate::identity::store::create_user(tx, &user)?;
+            crate::access::roles::assign(tx, user.id, &role, group.as_deref(), T0)?;
+            Ok(user)
         })
         .await
         .expect("user")
+}
+
+/// A host group; returns its id.
+pub async fn create_group(state: &AppState, name: &str) -> String {
+    let name = name.to_owned();
+    state
+        .db
+        .write("test group", move |tx| {
+            crate::hosts::groups::create(tx, &name, "", T0)
+        })
+        .await
+        .expect("group")
+}
+
+/// Moves a host into a group.
+pub async fn put_in_group(state: &AppState, host: &str, group: &str) {
+    let (host, group) = (host.to_owned(), group.to_owned());
+    state
+        .db
+        .write("test group", move |tx| {
+            crate::hosts::groups::set_host_group(tx, &host, Some(&group))
+        })
+        .await
+        .expect("moved");
 }
 
 /// A session of `user` valid for an hour; returns the cookie value.
@@ -108,19 +148,53 @@ pub async fn session(state: &AppState, user: &User) -> String {
     cookie
 }
 
-/// An API token; returns it whole and its id.
+/// An API token holding the admin role (as one made on the command
+/// line); returns it whole and its id.
 pub async fn api_token(
     state: &AppState,
     name: &str,
     revoked_at: Option<Millis>,
 ) -> (String, String) {
+    token_with(
+        state,
+        TokenSpec {
+            name,
+            revoked_at,
+            role: Some("admin"),
+            ..TokenSpec::default()
+        },
+    )
+    .await
+}
+
+/// What [`token_with`] makes.
+#[derive(Default)]
+pub struct TokenSpec<'a> {
+    pub name: &'a str,
+    pub revoked_at: Option<Millis>,
+    pub user_id: Option<i64>,
+    pub role: Option<&'a str>,
+    pub permissions: Vec<String>,
+    pub group: Option<&'a str>,
+    pub expires_at: Option<Millis>,
+}
+
+/// An API token as `spec` says; returns it whole and its id.
+pub async fn token_with(state: &AppState, spec: TokenSpec<'_>) -> (String, String) {
     let parts = secrets::TokenParts::generate().expect("token");
     let token = ApiToken {
         id: parts.id.clone(),
-        name: name.into(),
+        name: spec.name.into(),
         secret_hash: secrets::hash_secret(&parts.secret),
         created_at: T0,
-        revoked_at,
+        revoked_at: spec.revoked_at,
+        user_id: spec.user_id,
+        role_id: spec.role.map(str::to_owned),
+        permissions: spec.permissions,
+        host_group_id: spec.group.map(str::to_owned),
+        expires_at: spec.expires_at,
+        last_used_at: None,
+        last_used_ip: None,
     };
     state
         .db
@@ -138,7 +212,7 @@ pub async fn enroll(state: &AppState, id: &str, hostname: &str, at: Millis) {
     let token = EnrollmentToken {
         id: token_id.clone(),
         secret_hash: secrets::hash_secret("s"),
-        host_group: None,
+        host_group_id: None,
         cidrs: Vec::new(),
         max_per_day: None,
         expires_at: None,
@@ -148,7 +222,7 @@ pub async fn enroll(state: &AppState, id: &str, hostname: &str, at: Millis) {
     let host = NewHost {
         id: id.into(),
         hostname: hostname.into(),
-        host_group: None,
+        host_group_id: None,
         enrolled_at: at,
         enrolled_from: "192.0.2.10".into(),
         token_id,

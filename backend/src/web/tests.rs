@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::db::Millis;
 use crate::enrollment::EnrollmentToken;
 use crate::hosts::NewHost;
+use crate::identity::NewSession;
 use crate::identity::auth::SESSION_COOKIE;
-use crate::identity::{NewSession, Role};
 use crate::secrets;
 use crate::state::AppState;
 use crate::uplink::Transport;
@@ -64,7 +64,7 @@ fn post_form(uri: &str, origin: Option<&str>, cookie: Option<&str>, form: &str) 
 }
 
 async fn create_user(state: &AppState, username: &str) {
-    super::testing::create_user(state, username, PASSWORD, Role::Admin).await;
+    super::testing::create_user(state, username, PASSWORD, "admin").await;
 }
 
 /// Logs `alice` in through the form and returns the cookie value.
@@ -110,11 +110,12 @@ async fn api_token(state: &AppState, name: &str, revoked_at: Option<Millis>) -> 
 
 /// Enrolls two hosts; A has facts, metrics (collected at `t`) and an agent
 /// health report, and was last seen over QUIC; B has nothing but its name.
-async fn seed_hosts(state: &AppState, t: Millis) {
+/// Seeds hosts web-1 and db-1, both in group "web"; returns the group's id.
+async fn seed_hosts(state: &AppState, t: Millis) -> String {
     let token = EnrollmentToken {
         id: "enroll1".into(),
         secret_hash: secrets::hash_secret("enroll-secret"),
-        host_group: Some("web".into()),
+        host_group_id: None,
         cidrs: Vec::new(),
         max_per_day: None,
         expires_at: None,
@@ -126,21 +127,23 @@ async fn seed_hosts(state: &AppState, t: Millis) {
         .map(|(id, hostname)| NewHost {
             id: id.into(),
             hostname: hostname.into(),
-            host_group: Some("web".into()),
+            host_group_id: None,
             enrolled_at: T0,
             enrolled_from: "192.0.2.10".into(),
             token_id: "enroll1".into(),
             cert_sha256: "ab".repeat(32),
         })
         .collect();
-    state
+    let group = state
         .db
         .write("seed", move |tx| {
             crate::enrollment::store::create_token(tx, &token)?;
+            let group = crate::hosts::groups::create(tx, "web", "", T0)?;
             for host in &hosts {
                 crate::enrollment::store::enroll_host(tx, T0, host)?.expect("enrolled");
+                crate::hosts::groups::set_host_group(tx, &host.id, Some(&group))?;
             }
-            Ok(())
+            Ok(group)
         })
         .await
         .expect("seed hosts");
@@ -217,6 +220,7 @@ async fn seed_hosts(state: &AppState, t: Millis) {
         })
         .await
         .expect("records");
+    group
 }
 
 fn assert_security_headers(reply: &Reply) {
@@ -430,12 +434,12 @@ async fn wrong_password_and_unknown_user_fail_the_same_way() {
             (
                 "auth.login".to_owned(),
                 "failure".to_owned(),
-                "user:alice".to_owned()
+                "anonymous".to_owned()
             ),
             (
                 "auth.login".to_owned(),
                 "failure".to_owned(),
-                "user:mallory".to_owned()
+                "user:alice".to_owned()
             ),
         ]
     );
@@ -444,6 +448,52 @@ async fn wrong_password_and_unknown_user_fail_the_same_way() {
         assert!(!event.details.to_string().contains("guess"));
         assert!(!event.details.to_string().contains(PASSWORD));
     }
+    // A name that matches no account is kept only as a keyed digest (it may
+    // be a password typed in the wrong field): the same name, the same digest.
+    let unknown_event = audit
+        .iter()
+        .find(|e| e.actor == crate::audit::Actor::Anonymous)
+        .expect("the unknown name's attempt");
+    assert_eq!(unknown_event.details["reason"], "unknown_user");
+    assert_eq!(
+        unknown_event.details["username_digest"],
+        state.audit_key.name_digest("mallory")
+    );
+    for e in &audit {
+        let row = format!("{e:?}");
+        assert!(!row.contains("mallory"), "{row}");
+    }
+}
+
+#[tokio::test]
+async fn failed_sign_ins_cannot_grow_the_audit_log_without_bound() {
+    let state = state();
+    let app = app(&state);
+    let attempts = crate::audit::limits::PER_ADDRESS + 15;
+    for n in 0..attempts {
+        let reply = send(
+            &app,
+            post_form(
+                "/login",
+                Some(ORIGIN),
+                None,
+                &login_form(&format!("nobody{n}"), "x"),
+            ),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "every attempt still fails"
+        );
+    }
+    let stored = super::testing::audit(&state, 1000).await;
+    assert_eq!(stored.len() as u32, crate::audit::limits::PER_ADDRESS);
+    assert!(
+        stored
+            .iter()
+            .all(|e| e.actor == crate::audit::Actor::Anonymous)
+    );
 }
 
 #[tokio::test]
@@ -623,7 +673,7 @@ async fn offline_hosts_show_the_last_known_transport() {
     assert!(!list.body.contains(">Online<"));
 }
 
-fn expected_host_a() -> Value {
+fn expected_host_a(group: &str) -> Value {
     json!({
         "id": HOST_A,
         "hostname": "web-1",
@@ -635,6 +685,8 @@ fn expected_host_a() -> Value {
         "cpu_count": 4,
         "memory_total_bytes": 8u64 << 30,
         "host_group": "web",
+        "host_group_id": group,
+        "revoked_at": null,
         "online": true,
         "last_seen": "2023-11-14T22:13:21.5Z",
         "transport": "wss",
@@ -675,7 +727,7 @@ fn expected_host_a() -> Value {
     })
 }
 
-fn expected_host_b() -> Value {
+fn expected_host_b(group: &str) -> Value {
     json!({
         "id": HOST_B,
         "hostname": "db-1",
@@ -687,6 +739,8 @@ fn expected_host_b() -> Value {
         "cpu_count": null,
         "memory_total_bytes": null,
         "host_group": "web",
+        "host_group_id": group,
+        "revoked_at": null,
         "online": false,
         "last_seen": null,
         "transport": null,
@@ -713,7 +767,7 @@ fn hosts_by_id(mut list: Value) -> Vec<Value> {
 async fn api_returns_hosts_to_sessions_and_tokens() {
     let state = state();
     let cookie = login(&state).await;
-    seed_hosts(&state, T0 + 1500).await;
+    let group = seed_hosts(&state, T0 + 1500).await;
     // Online over WSS now, last seen over QUIC before.
     state.registry.connected(
         HOST_A,
@@ -734,13 +788,13 @@ async fn api_returns_hosts_to_sessions_and_tokens() {
         assert_eq!(reply.header(header::CACHE_CONTROL), "no-store");
         assert_eq!(
             hosts_by_id(reply.json()),
-            vec![expected_host_b(), expected_host_a()]
+            vec![expected_host_b(&group), expected_host_a(&group)]
         );
     }
 
     let one = send(&app, bearer(&format!("/api/v1/hosts/{HOST_A}"), &token)).await;
     assert_eq!(one.status, StatusCode::OK);
-    assert_eq!(one.json(), expected_host_a());
+    assert_eq!(one.json(), expected_host_a(&group));
 
     let missing = send(&app, bearer("/api/v1/hosts/nope", &token)).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);

@@ -17,7 +17,7 @@ async fn enrollment_tokens_round_trip_list_and_revoke(ctx: Ctx) {
     let token = enrollment_token("0123456789abcdef", Some(5));
     let mut open = enrollment_token("1111111111111111", None);
     open.cidrs.clear();
-    open.host_group = None;
+    open.host_group_id = None;
     open.expires_at = None;
     open.created_at = T0 + 1;
     let (t, o) = (token.clone(), open.clone());
@@ -104,7 +104,10 @@ async fn enrollment_creates_the_host_and_records_the_use(ctx: Ctx) {
     let host = enroll(&ctx, "h1", T0).await.unwrap();
     assert_eq!(host.id, "h1");
     assert_eq!(host.hostname, "h1.example");
-    assert_eq!(host.host_group.as_deref(), Some("web"));
+    assert_eq!(
+        host.host_group,
+        Some((crate::WEB_GROUP.to_owned(), "web".to_owned()))
+    );
     assert_eq!(host.enrolled_from, "10.1.2.3");
     assert_eq!(host.stored_up_to_seq, 0);
     assert!(host.last_seen.is_none() && host.agent_health.is_none() && host.os_id.is_none());

@@ -356,6 +356,7 @@ async fn host_lists_are_pages_in_hostname_order_with_a_filter(ctx: Ctx) {
         let db = ctx.db.clone();
         let query = store::HostQuery {
             after,
+            groups: None,
             limit,
             name_contains: name.map(str::to_owned),
         };
@@ -403,7 +404,7 @@ async fn host_lists_are_pages_in_hostname_order_with_a_filter(ctx: Ctx) {
     let count = |name: Option<&'static str>| {
         let db = ctx.db.clone();
         async move {
-            db.read("t", move |tx| store::count(tx, name))
+            db.read("t", move |tx| store::count(tx, name, None))
                 .await
                 .unwrap()
         }

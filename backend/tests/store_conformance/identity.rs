@@ -1,13 +1,13 @@
 //! Users, sessions, API tokens.
 
 use palisade_backend::db::DbError;
-use palisade_backend::identity::{ApiToken, NewSession, NewUser, Role, store};
+use palisade_backend::identity::{ApiToken, NewSession, NewUser, store};
 
 use crate::{Ctx, HOUR, T0, conformance};
 
 conformance!(
     users_are_created_found_and_unique,
-    a_corrupt_role_is_reported_not_panicked,
+    users_are_disabled_and_deleted_with_what_they_hold,
     sessions_expire_and_follow_their_user,
     api_tokens_round_trip,
 );
@@ -16,7 +16,6 @@ fn new_user(name: &str) -> NewUser {
     NewUser {
         username: name.into(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
-        role: Role::Operator,
         created_at: T0,
     }
 }
@@ -46,7 +45,14 @@ async fn users_are_created_found_and_unique(ctx: Ctx) {
         .unwrap()
         .unwrap();
     assert_eq!(found, alice);
-    assert_eq!(found.role, Role::Operator);
+    assert_eq!(
+        ctx.db
+            .read("t", move |tx| store::user_by_id(tx, alice.id))
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&alice)
+    );
     assert!(
         ctx.db
             .read("t", |tx| store::user_by_name(tx, "bob"))
@@ -77,26 +83,6 @@ async fn users_are_created_found_and_unique(ctx: Ctx) {
         .map(|u| u.username)
         .collect();
     assert_eq!(names, ["alice", "bob"]);
-}
-
-async fn a_corrupt_role_is_reported_not_panicked(ctx: Ctx) {
-    ctx.db
-        .write("t", |tx| store::create_user(tx, &new_user("alice")))
-        .await
-        .unwrap();
-    match ctx.dialect() {
-        palisade_backend::db::Dialect::Sqlite => {
-            ctx.raw("PRAGMA ignore_check_constraints = ON; UPDATE users SET role = 'root'");
-        }
-        palisade_backend::db::Dialect::Postgres => {
-            ctx.raw("ALTER TABLE users DROP CONSTRAINT users_role_check; UPDATE users SET role = 'root'");
-        }
-    }
-    let loaded = ctx
-        .db
-        .read("t", |tx| store::user_by_name(tx, "alice"))
-        .await;
-    assert!(matches!(loaded, Err(DbError::Corrupt(_))), "{loaded:?}");
 }
 
 async fn sessions_expire_and_follow_their_user(ctx: Ctx) {
@@ -193,12 +179,24 @@ async fn sessions_expire_and_follow_their_user(ctx: Ctx) {
 }
 
 async fn api_tokens_round_trip(ctx: Ctx) {
+    let alice = ctx
+        .db
+        .write("t", |tx| store::create_user(tx, &new_user("alice")))
+        .await
+        .unwrap();
     let token = ApiToken {
         id: "fedcba9876543210".into(),
         name: "ci".into(),
         secret_hash: vec![1; 32],
         created_at: T0,
         revoked_at: None,
+        user_id: Some(alice.id),
+        role_id: Some("viewer".into()),
+        permissions: vec!["hosts:read".into(), "metrics:read".into()],
+        host_group_id: Some(crate::WEB_GROUP.into()),
+        expires_at: Some(T0 + HOUR),
+        last_used_at: None,
+        last_used_ip: None,
     };
     let t = token.clone();
     ctx.db
@@ -223,4 +221,92 @@ async fn api_tokens_round_trip(ctx: Ctx) {
         .write("t", move |tx| store::create_api_token(tx, &token))
         .await;
     assert!(matches!(again, Err(DbError::Conflict { .. })), "{again:?}");
+}
+
+async fn users_are_disabled_and_deleted_with_what_they_hold(ctx: Ctx) {
+    use palisade_backend::access::roles;
+    let admins = |ctx: &Ctx| {
+        let db = ctx.db.clone();
+        async move { db.read("t", store::enabled_global_admins).await.unwrap() }
+    };
+    let alice = ctx
+        .db
+        .write("t", |tx| store::create_user(tx, &new_user("alice")))
+        .await
+        .unwrap();
+    let bob = ctx
+        .db
+        .write("t", |tx| store::create_user(tx, &new_user("bob")))
+        .await
+        .unwrap();
+    let (a, b) = (alice.id, bob.id);
+    assert_eq!(admins(&ctx).await, 0);
+    ctx.db
+        .write("t", move |tx| roles::assign(tx, a, "admin", None, T0))
+        .await
+        .unwrap();
+    // An admin scoped to a group is not a global admin.
+    ctx.db
+        .write("t", move |tx| {
+            roles::assign(tx, b, "admin", Some(crate::WEB_GROUP), T0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(admins(&ctx).await, 1);
+
+    ctx.db
+        .write("t", move |tx| {
+            store::create_session(tx, &new_session(b"sid-a", a, T0 + HOUR))
+        })
+        .await
+        .unwrap();
+    // Disabling ends the user's sessions and removes them from the admin count.
+    assert!(
+        ctx.db
+            .write("t", move |tx| store::set_disabled(tx, a, true))
+            .await
+            .unwrap()
+    );
+    assert_eq!(admins(&ctx).await, 0);
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM sessions").await, 0);
+    let found = ctx
+        .db
+        .read("t", move |tx| store::user_by_id(tx, a))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(found.disabled);
+    // Re-enabling restores the role but not the session.
+    ctx.db
+        .write("t", move |tx| store::set_disabled(tx, a, false))
+        .await
+        .unwrap();
+    assert_eq!(admins(&ctx).await, 1);
+
+    // Deleting removes the user and their assignments; a second delete finds nothing.
+    assert!(
+        ctx.db
+            .write("t", move |tx| store::delete_user(tx, b))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ctx.db
+            .write("t", move |tx| store::delete_user(tx, b))
+            .await
+            .unwrap()
+    );
+    let left = ctx
+        .db
+        .read("t", |tx| roles::assignments(tx, None))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].user_id, a);
+    assert!(
+        !ctx.db
+            .write("t", move |tx| store::set_disabled(tx, b, true))
+            .await
+            .unwrap()
+    );
 }

@@ -16,7 +16,9 @@ use palisade_backend::hosts::ingest::AgentRecord;
 use palisade_proto::msg::{Record, RecordBody};
 use palisade_proto::pb;
 
+mod access;
 mod audit;
+mod audit_signed;
 mod commands;
 mod enrollment;
 mod hosts;
@@ -25,6 +27,8 @@ mod metrics;
 mod schema;
 
 pub const T0: Millis = 1_700_000_000_000;
+/// The id of the host group "web" every test database has.
+pub const WEB_GROUP: &str = "00000000000000000000000000000web";
 pub const HOUR: Millis = 60 * 60 * 1000;
 
 /// One database of either dialect, and a way in around the backend (what
@@ -51,6 +55,16 @@ impl Ctx {
             raw: Raw::Sqlite(path, dir),
             url,
         }
+        .with_web_group()
+        .await
+    }
+
+    /// Every test database has the host group "web" (id [`WEB_GROUP`]).
+    async fn with_web_group(self) -> Ctx {
+        self.raw(&format!(
+            "INSERT INTO host_groups (id, name, description, created_at) VALUES ('{WEB_GROUP}', 'web', '', {T0})"
+        ));
+        self
     }
 
     pub async fn postgres() -> Ctx {
@@ -67,6 +81,8 @@ impl Ctx {
         })
         .await
         .unwrap()
+        .with_web_group()
+        .await
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -146,7 +162,7 @@ pub fn enrollment_token(id: &str, max_per_day: Option<u32>) -> EnrollmentToken {
     EnrollmentToken {
         id: id.into(),
         secret_hash: vec![7; 32],
-        host_group: Some("web".into()),
+        host_group_id: Some(WEB_GROUP.into()),
         cidrs: vec![
             "10.0.0.0/8".parse().unwrap(),
             "2001:db8::/32".parse().unwrap(),
@@ -162,7 +178,7 @@ pub fn new_host(id: &str, token_id: &str) -> NewHost {
     NewHost {
         id: id.into(),
         hostname: format!("{id}.example"),
-        host_group: Some("web".into()),
+        host_group_id: Some(WEB_GROUP.into()),
         enrolled_at: T0,
         enrolled_from: "10.1.2.3".into(),
         token_id: token_id.into(),

@@ -247,7 +247,7 @@ impl Backend {
     }
 
     pub fn api_token(&self) -> String {
-        self.cli_ok(&["api-token", "create", "tests"])
+        self.cli_ok(&["api-token", "create", "tests", "--role", "admin"])
     }
 
     pub fn server(&self) -> String {
