@@ -28,7 +28,7 @@ use palisade_backend::db::{DatabaseUrl, Db};
 use palisade_backend::enrollment::EnrollmentToken;
 use palisade_backend::hosts::NewHost;
 use palisade_backend::hosts::ingest::AgentRecord;
-use palisade_backend::identity::{ApiToken, NewSession, NewUser, Role};
+use palisade_backend::identity::{ApiToken, NewSession, NewUser};
 use palisade_backend::state::AppState;
 use palisade_backend::uplink::registry::Registry;
 use palisade_proto::msg::{Record, RecordBody};
@@ -121,10 +121,15 @@ fn host_id(n: usize) -> String {
 }
 
 fn enroll_hosts(db: &Db, count: usize, t0: i64) {
+    let group = db
+        .write_blocking("bench group", |tx| {
+            palisade_backend::hosts::groups::create(tx, "bench", "", t0)
+        })
+        .expect("group");
     let token = EnrollmentToken {
         id: "benchbenchbench0".into(),
         secret_hash: vec![0; 32],
-        host_group: Some("bench".into()),
+        host_group_id: Some(group.clone()),
         cidrs: Vec::new(),
         max_per_day: None,
         expires_at: None,
@@ -141,7 +146,7 @@ fn enroll_hosts(db: &Db, count: usize, t0: i64) {
                 let host = NewHost {
                     id: host_id(n),
                     hostname: format!("host-{n:05}.bench.example"),
-                    host_group: Some("bench".into()),
+                    host_group_id: Some(group.clone()),
                     enrolled_at: t0,
                     enrolled_from: "10.0.0.1".into(),
                     token_id: "benchbenchbench0".into(),
@@ -243,7 +248,7 @@ fn seed_list(db: &Db, existing: usize, t0: i64) {
             let host = NewHost {
                 id: host_id(n),
                 hostname: format!("host-{n:05}.bench.example"),
-                host_group: Some("bench".into()),
+                host_group_id: None,
                 enrolled_at: t0,
                 enrolled_from: "10.0.0.1".into(),
                 token_id: "benchbenchbench0".into(),
@@ -288,24 +293,11 @@ fn seed_list(db: &Db, existing: usize, t0: i64) {
     }
 }
 
-/// Median milliseconds of `GET /hosts` (the first page, 100 hosts),
-/// `GET /api/v1/hosts` (the first page, 200 hosts) and `GET /api/v1/hosts?
-/// limit=1000` with 10,000 hosts.
-async fn host_list(db: &Db) -> (f64, f64, f64, usize) {
-    let t0 = 1_750_000_000_000i64;
-    // The ingest part used 100 hosts of the same numbering: add the rest.
-    let existing: i64 = db
-        .read("count", |tx| {
-            tx.query_one("SELECT COUNT(*) FROM hosts", &[], |r| r.get(0))
-        })
-        .await
-        .expect("count");
-    let existing = existing as usize;
-    tokio::task::block_in_place(|| seed_list(db, existing, t0));
-    let pki_dir = tempfile::tempdir().expect("pki dir");
-    let pki = Arc::new(
-        palisade_backend::pki::Pki::load_or_create(pki_dir.path(), &[], None).expect("pki"),
-    );
+/// The real router over `db`, with an admin session (cookie [`COOKIE`]) and
+/// an admin API token ([`BEARER`]) made the way the backend makes them.
+fn bench_app(db: &Db, pki_dir: &std::path::Path) -> axum::Router {
+    let pki =
+        Arc::new(palisade_backend::pki::Pki::load_or_create(pki_dir, &[], None).expect("pki"));
     let state = AppState::new(
         db.clone(),
         Arc::new(Registry::new()),
@@ -316,7 +308,7 @@ async fn host_list(db: &Db) -> (f64, f64, f64, usize) {
     let app = palisade_backend::web::router(state)
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
     // A session and an API token, made the way the backend makes them.
-    let cookie = "bench-session-cookie-value-0123456789abcdef";
+    let cookie = COOKIE;
     let now = palisade_backend::now_millis();
     tokio::task::block_in_place(|| {
         db.write_blocking("bench auth", |tx| {
@@ -325,10 +317,10 @@ async fn host_list(db: &Db) -> (f64, f64, f64, usize) {
                 &NewUser {
                     username: "bench".into(),
                     password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
-                    role: Role::Admin,
                     created_at: now,
                 },
             )?;
+            palisade_backend::access::roles::assign(tx, user.id, "admin", None, now)?;
             palisade_backend::identity::store::create_session(
                 tx,
                 &NewSession {
@@ -350,56 +342,233 @@ async fn host_list(db: &Db) -> (f64, f64, f64, usize) {
                     ),
                     created_at: now,
                     revoked_at: None,
+                    user_id: None,
+                    role_id: Some("admin".into()),
+                    permissions: Vec::new(),
+                    host_group_id: None,
+                    expires_at: None,
+                    last_used_at: None,
+                    last_used_ip: None,
                 },
             )
         })
     })
     .expect("auth");
-    let timed = |request: Request<Body>| {
-        let app = app.clone();
-        async move {
-            let started = Instant::now();
-            let response = app.oneshot(request).await.expect("router");
-            assert_eq!(response.status(), 200);
-            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-                .await
-                .expect("body");
-            (started.elapsed().as_secs_f64() * 1000.0, body.len())
-        }
-    };
+    app
+}
+
+const COOKIE: &str = "bench-session-cookie-value-0123456789abcdef";
+const BEARER: &str = "Bearer 0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Runs `request` through `app`; milliseconds until the whole body was read,
+/// and its length.
+async fn timed(app: &axum::Router, request: Request<Body>) -> (f64, usize) {
+    let started = Instant::now();
+    let response = app.clone().oneshot(request).await.expect("router");
+    assert_eq!(response.status(), 200);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (started.elapsed().as_secs_f64() * 1000.0, body.len())
+}
+
+fn api_get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header(header::HOST, "bench")
+        .header(header::AUTHORIZATION, BEARER)
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn page_get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header(header::HOST, "bench")
+        .header(header::COOKIE, format!("__Host-palisade_session={COOKIE}"))
+        .body(Body::empty())
+        .expect("request")
+}
+
+/// Median milliseconds of `GET /hosts` (the first page, 100 hosts),
+/// `GET /api/v1/hosts` (the first page, 200 hosts) and `GET /api/v1/hosts?
+/// limit=1000` with 10,000 hosts.
+async fn host_list(db: &Db, app: &axum::Router) -> (f64, f64, f64, usize) {
+    let t0 = 1_750_000_000_000i64;
+    // The ingest part used 100 hosts of the same numbering: add the rest.
+    let existing: i64 = db
+        .read("count", |tx| {
+            tx.query_one("SELECT COUNT(*) FROM hosts", &[], |r| r.get(0))
+        })
+        .await
+        .expect("count");
+    let existing = existing as usize;
+    tokio::task::block_in_place(|| seed_list(db, existing, t0));
     let mut page = Vec::new();
     let mut api = Vec::new();
     let mut api_max = Vec::new();
     let mut api_bytes = 0;
     for _ in 0..LIST_RUNS {
-        let request = Request::get("/hosts")
-            .header(header::HOST, "bench")
-            .header(header::COOKIE, format!("__Host-palisade_session={cookie}"))
-            .body(Body::empty())
-            .expect("request");
-        page.push(timed(request).await.0);
-        let request = Request::get("/api/v1/hosts")
-            .header(header::HOST, "bench")
-            .header(
-                header::AUTHORIZATION,
-                "Bearer 0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-            )
-            .body(Body::empty())
-            .expect("request");
-        let (ms, bytes) = timed(request).await;
+        page.push(timed(app, page_get("/hosts")).await.0);
+        let (ms, bytes) = timed(app, api_get("/api/v1/hosts")).await;
         api.push(ms);
         api_bytes = bytes;
-        let request = Request::get("/api/v1/hosts?limit=1000")
-            .header(header::HOST, "bench")
-            .header(
-                header::AUTHORIZATION,
-                "Bearer 0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-            )
-            .body(Body::empty())
-            .expect("request");
-        api_max.push(timed(request).await.0);
+        api_max.push(timed(app, api_get("/api/v1/hosts?limit=1000")).await.0);
     }
     (median(page), median(api), median(api_max), api_bytes)
+}
+
+/// Appends `rows` audit events after the chain's tail, 10,000 per
+/// transaction, chained exactly as `audit::store::append` chains them: a
+/// realistic mix over 90 days (sign-ins of 200 users, agents of 1,000 hosts
+/// connecting, commands, a few failures and denials).
+fn seed_audit(db: &Db, rows: usize, t0: i64) {
+    use palisade_backend::audit::chain::{self, StoredRow};
+    let (mut id, mut prev) = db
+        .read_blocking("audit tail", |tx| {
+            tx.query_opt(
+                "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
+                &[],
+                |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)),
+            )
+        })
+        .expect("tail")
+        .unwrap_or((0, chain::GENESIS_HASH.to_owned()));
+    let step = AUDIT_SPAN_MS / rows.max(1) as i64;
+    let mut n = 0usize;
+    while n < rows {
+        let batch = (rows - n).min(10_000);
+        let mut chunk = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            id += 1;
+            let k = n as u64;
+            let (actor, action, target, outcome) = match k % 20 {
+                0..=7 => (
+                    format!("user:user-{}", k % 200),
+                    "auth.login",
+                    None,
+                    if k % 100 == 3 { "failure" } else { "success" },
+                ),
+                8..=13 => (
+                    format!("agent:{}", host_id((k % 1000) as usize)),
+                    if k % 2 == 0 {
+                        "agent.connect"
+                    } else {
+                        "agent.disconnect"
+                    },
+                    Some(host_id((k % 1000) as usize)),
+                    "success",
+                ),
+                14..=17 => (
+                    format!("user:user-{}", k % 200),
+                    "command.create",
+                    Some(host_id((k % 997) as usize)),
+                    if k % 50 == 17 { "denied" } else { "success" },
+                ),
+                _ => (
+                    format!("api-token:{:016x}", k % 40),
+                    "access.denied",
+                    Some("/api/v1/users".to_owned()),
+                    "denied",
+                ),
+            };
+            let mut row = StoredRow {
+                id,
+                at: t0 + n as i64 * step,
+                actor,
+                action: action.to_owned(),
+                target,
+                source_ip: Some(format!("10.0.{}.{}", (k / 256) % 256, k % 256)),
+                user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) bench".to_owned()),
+                outcome: outcome.to_owned(),
+                details: "{}".to_owned(),
+                prev_hash: prev.clone(),
+                hash: String::new(),
+            };
+            row.hash = chain::hash(&row.prev_hash, &row.canonical());
+            prev = row.hash.clone();
+            chunk.push(row);
+            n += 1;
+        }
+        db.write_blocking("audit seed", |tx| {
+            for row in &chunk {
+                palisade_backend::audit::store::insert_stored(tx, row)?;
+            }
+            Ok(())
+        })
+        .expect("audit rows");
+    }
+}
+
+/// 90 days of audit events.
+const AUDIT_SPAN_MS: i64 = 90 * 86_400_000;
+
+/// Median milliseconds of audit searches over a seeded trail, and a whole
+/// export's time and size.
+async fn audit_queries(db: &Db, app: &axum::Router, rows: usize) -> Vec<(String, f64, usize)> {
+    let t0 = 1_750_000_000_000i64;
+    tokio::task::block_in_place(|| seed_audit(db, rows, t0));
+    let day = |d: i64| {
+        time::OffsetDateTime::from_unix_timestamp((t0 + d * 86_400_000) / 1000)
+            .expect("time")
+            .date()
+            .to_string()
+    };
+    let host = host_id(42);
+    let mid = rows as i64 / 2;
+    let searches = [
+        ("latest page", "/api/v1/audit".to_owned()),
+        (
+            "outcome=failure",
+            "/api/v1/audit?outcome=failure".to_owned(),
+        ),
+        ("user=user-7", "/api/v1/audit?user=user-7".to_owned()),
+        ("host=<id>", format!("/api/v1/audit?host={host}")),
+        (
+            "action=auth.login",
+            "/api/v1/audit?action=auth.login".to_owned(),
+        ),
+        (
+            "category=security_event, one day 60 days back",
+            format!(
+                "/api/v1/audit?category=security_event&from={}&to={}",
+                day(30),
+                day(30)
+            ),
+        ),
+        (
+            "user + outcome + 10 days",
+            format!(
+                "/api/v1/audit?user=user-3&outcome=failure&from={}&to={}",
+                day(10),
+                day(20)
+            ),
+        ),
+        (
+            "page deep in the trail",
+            format!("/api/v1/audit?before_id={mid}"),
+        ),
+        ("UI page, user filter", "/audit?user=user-7".to_owned()),
+    ];
+    let mut out = Vec::new();
+    for (name, uri) in searches {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..LIST_RUNS {
+            let request = if uri.starts_with("/api/") {
+                api_get(&uri)
+            } else {
+                page_get(&uri)
+            };
+            let (ms, b) = timed(app, request).await;
+            times.push(ms);
+            bytes = b;
+        }
+        out.push((name.to_owned(), median(times), bytes));
+    }
+    for format in ["csv", "json"] {
+        let (ms, bytes) = timed(app, api_get(&format!("/api/v1/audit?format={format}"))).await;
+        out.push((format!("export of every row as {format} (once)"), ms, bytes));
+    }
+    out
 }
 
 fn main() {
@@ -449,14 +618,34 @@ fn main() {
         }
         println!();
     }
-    println!("host list with {HOSTS_LIST} hosts, median of {LIST_RUNS}:");
+    let audit_rows: usize = std::env::var("PALISADE_BENCH_AUDIT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut apps = Vec::new();
     for (name, db) in [("sqlite", &sqlite), ("postgres", &postgres)] {
-        let (page, api, api_max, bytes) = rt.block_on(host_list(db));
+        let _guard = rt.enter();
+        apps.push((
+            name,
+            db,
+            bench_app(db, &dir.path().join(format!("pki-{name}"))),
+        ));
+    }
+    println!("host list with {HOSTS_LIST} hosts, median of {LIST_RUNS}:");
+    for (name, db, app) in &apps {
+        let (page, api, api_max, bytes) = rt.block_on(host_list(db, app));
         println!(
             "  {name:<9} GET /hosts {page:.1} ms, GET /api/v1/hosts {api:.1} ms ({bytes} bytes of JSON), \
              GET /api/v1/hosts?limit=1000 {api_max:.1} ms"
         );
     }
+    println!("audit trail of {audit_rows} events over 90 days, median of {LIST_RUNS}:");
+    for (name, db, app) in &apps {
+        for (what, ms, bytes) in rt.block_on(audit_queries(db, app, audit_rows)) {
+            println!("  {name:<9} {what}: {ms:.1} ms ({bytes} bytes)");
+        }
+    }
+    drop(apps);
     drop(postgres);
     std::thread::sleep(Duration::from_millis(200));
     drop(cluster);

@@ -122,6 +122,10 @@ pub enum UserCommand {
         /// Hold the role only for the hosts of this host group.
         #[arg(long)]
         group: Option<String>,
+        /// Let the user keep the generated password (for automation);
+        /// otherwise they choose their own at the first sign-in.
+        #[arg(long)]
+        password_is_final: bool,
     },
     /// List users and their roles.
     List,
@@ -131,6 +135,8 @@ pub enum UserCommand {
     Enable { name: String },
     /// Delete a user (their sessions, roles and API tokens too).
     Delete { name: String },
+    /// Lift a sign-in lock (too many failed attempts) on a user name.
+    Unlock { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,9 +296,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::enrollment::cli::revoke(&db, &id).await?;
             eprintln!("enrollment token {id} revoked");
         }
-        Command::User(UserCommand::Create { name, role, group }) => {
-            let password =
-                crate::identity::cli::create_user(&db, &name, &role, group.as_deref()).await?;
+        Command::User(UserCommand::Create {
+            name,
+            role,
+            group,
+            password_is_final,
+        }) => {
+            let password = crate::identity::cli::create_user(
+                &db,
+                &name,
+                &role,
+                group.as_deref(),
+                password_is_final,
+            )
+            .await?;
             eprintln!("user {name} ({role}) created; the password is shown only now:");
             println!("{password}");
         }
@@ -306,6 +323,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(UserCommand::Enable { name }) => {
             crate::identity::cli::set_disabled(&db, &name, false).await?;
             eprintln!("user {name} enabled");
+        }
+        Command::User(UserCommand::Unlock { name }) => {
+            if crate::identity::cli::unlock_user(&db, &audit_config, &name).await? {
+                eprintln!("sign-in of {name} unlocked");
+            } else {
+                eprintln!("{name} was not held back; nothing to lift");
+            }
         }
         Command::User(UserCommand::Delete { name }) => {
             crate::identity::cli::delete_user(&db, &name).await?;

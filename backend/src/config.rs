@@ -32,6 +32,85 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub metrics: MetricsConfig,
     pub audit: AuditConfig,
+    pub sign_in: SignInConfig,
+    pub passwords: PasswordConfig,
+}
+
+/// The password policy (see `identity::password`). The defaults follow NIST
+/// SP 800-63B: length and a blocklist, no composition rules, no expiry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// Fewest characters.
+    pub min_length: usize,
+    /// Refuse common passwords, ones containing the user name, repeated
+    /// characters and simple sequences.
+    pub blocklist: bool,
+    /// Kinds of characters required (0 to 4: lower case, upper case,
+    /// digits, symbols).
+    pub require_classes: u8,
+    /// A new password may not be one of the last this many (0: no rule).
+    pub history: u32,
+    /// Days after which a password must be changed (0: never).
+    pub max_age_days: u32,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        PasswordConfig {
+            min_length: 12,
+            blocklist: true,
+            require_classes: 0,
+            history: 0,
+            max_age_days: 0,
+        }
+    }
+}
+
+/// Throttling and lockout of password sign-in, per account and per source
+/// address, and the bound on concurrent password hashing. A name that
+/// matches no account is throttled exactly like one that does, so the
+/// answers never tell whether an account exists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignInConfig {
+    /// Failed attempts on one account answered without delay.
+    pub account_free_failures: u32,
+    /// Failed attempts on one account that lock it for `lockout_secs`.
+    pub account_lockout_failures: u32,
+    /// Failed attempts from one address (an IPv6 /64) answered without delay.
+    pub address_free_failures: u32,
+    /// Failed attempts from one address that lock it out.
+    pub address_lockout_failures: u32,
+    /// How long a lock lasts, seconds.
+    pub lockout_secs: u64,
+    /// The longest delay between attempts before the lock, seconds (delays
+    /// double from one second after the free failures).
+    pub max_delay_secs: u64,
+    /// Failures older than this are forgotten, seconds.
+    pub failure_window_secs: u64,
+    /// Password verifications running at once (each takes ~19 MiB and a
+    /// core for a few dozen milliseconds); more wait, then get "busy".
+    pub max_concurrent_hashes: usize,
+    /// How long an attempt waits for a verification slot before it is
+    /// told the server is busy, milliseconds.
+    pub hash_queue_wait_ms: u64,
+}
+
+impl Default for SignInConfig {
+    fn default() -> Self {
+        SignInConfig {
+            account_free_failures: 5,
+            account_lockout_failures: 10,
+            address_free_failures: 20,
+            address_lockout_failures: 100,
+            lockout_secs: 15 * 60,
+            max_delay_secs: 60,
+            failure_window_secs: 3600,
+            max_concurrent_hashes: 4,
+            hash_queue_wait_ms: 10_000,
+        }
+    }
 }
 
 /// The audit trail's retention and tamper evidence.
@@ -124,6 +203,8 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
+            sign_in: SignInConfig::default(),
+            passwords: PasswordConfig::default(),
         }
     }
 }
@@ -196,6 +277,33 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "audit.checkpoint_interval_secs",
                 message: "must be 1 to 3600".into(),
+            });
+        }
+        let si = &self.sign_in;
+        if si.account_lockout_failures <= si.account_free_failures
+            || si.address_lockout_failures <= si.address_free_failures
+        {
+            return Err(ConfigError::Invalid {
+                key: "sign_in.account_lockout_failures",
+                message: "a lockout needs more failures than the free ones".into(),
+            });
+        }
+        if si.max_concurrent_hashes == 0 || si.lockout_secs == 0 || si.failure_window_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "sign_in.max_concurrent_hashes",
+                message:
+                    "max_concurrent_hashes, lockout_secs and failure_window_secs must be positive"
+                        .into(),
+            });
+        }
+        let pw = &self.passwords;
+        if !(8..=crate::identity::password::MAX_LENGTH).contains(&pw.min_length)
+            || pw.require_classes > 4
+            || pw.history > 24
+        {
+            return Err(ConfigError::Invalid {
+                key: "passwords.min_length",
+                message: "min_length is 8 to 256, require_classes 0 to 4, history 0 to 24".into(),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -20,6 +20,10 @@ pub struct AppState {
     pub audit_limiter: Arc<AuditLimiter>,
     /// Signs audit checkpoints; keys digests of unknown sign-in names.
     pub audit_key: Arc<AuditKey>,
+    /// Password verifications running at once (`[sign_in]
+    /// max_concurrent_hashes`): a flood of sign-ins waits here instead of
+    /// taking every core and ~19 MiB per attempt.
+    pub hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -30,7 +34,11 @@ impl AppState {
         config: Arc<Config>,
         audit_key: Arc<AuditKey>,
     ) -> AppState {
+        let hashing = Arc::new(tokio::sync::Semaphore::new(
+            config.sign_in.max_concurrent_hashes.max(1),
+        ));
         AppState {
+            hashing,
             db,
             registry,
             pki,

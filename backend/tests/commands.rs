@@ -63,8 +63,22 @@ async fn commands_issued_through_the_api_run_on_the_agent_and_their_results_are_
     let backend = Backend::start_in(&dir.path().join("backend"), &db);
     let api = backend.api_token();
     let api_id = api.split('.').next().expect("token id").to_owned();
-    let operator_password = backend.cli_ok(&["user", "create", "otto", "--role", "operator"]);
-    let viewer_password = backend.cli_ok(&["user", "create", "vera", "--role", "viewer"]);
+    let operator_password = backend.cli_ok(&[
+        "user",
+        "create",
+        "otto",
+        "--role",
+        "operator",
+        "--password-is-final",
+    ]);
+    let viewer_password = backend.cli_ok(&[
+        "user",
+        "create",
+        "vera",
+        "--role",
+        "viewer",
+        "--password-is-final",
+    ]);
     let token = backend.token(&["--expires", "1h"]);
 
     let state = dir.path().join("agent");

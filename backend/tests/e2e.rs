@@ -38,7 +38,14 @@ async fn enrolled_agent_reports_and_the_ui_shows_it(db: TestDb) {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = Backend::start_in(&dir.path().join("backend"), &db);
     let api = backend.api_token();
-    let password = backend.cli_ok(&["user", "create", "admin", "--role", "admin"]);
+    let password = backend.cli_ok(&[
+        "user",
+        "create",
+        "admin",
+        "--role",
+        "admin",
+        "--password-is-final",
+    ]);
     let token = backend.token(&["--max-per-day", "5", "--expires", "1h"]);
 
     let state = dir.path().join("agent");

@@ -149,6 +149,17 @@ pub async fn authorize(access: Access, mut req: Request, next: Next) -> Response
         Err(NoCaller::Unauthenticated) => return Redirect::to("/login").into_response(),
         Err(NoCaller::Error(e)) => return e.into_response(),
     };
+    // A password someone else set (or an expired one) is replaced before
+    // anything else: only the account pages and signing out are reachable.
+    if let (Via::Session { .. }, Some(user)) = (&caller.via, &caller.user)
+        && !req.uri().path().starts_with("/account")
+        && crate::identity::account_http::password_change_due(&state, user, crate::now_millis())
+    {
+        if is_api {
+            return WebError::Forbidden("choose a new password first, at /account").into_response();
+        }
+        return Redirect::to("/account").into_response();
+    }
     let needed: &[Permission] = match &access {
         Access::Permission(p) => std::slice::from_ref(p),
         Access::AnyOf(any) => any,

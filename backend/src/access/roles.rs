@@ -320,10 +320,10 @@ pub fn token_grants(
     host_group_id: Option<&str>,
 ) -> Result<Grants> {
     let mut permissions = permission_set(explicit);
-    if let Some(role) = role_id {
-        if let Some(role) = get(tx, role)? {
-            permissions.extend(role.permissions);
-        }
+    if let Some(role) = role_id
+        && let Some(role) = get(tx, role)?
+    {
+        permissions.extend(role.permissions);
     }
     let mut grants = Grants::none();
     grants.add(permissions, host_group_id);

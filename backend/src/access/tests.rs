@@ -137,7 +137,7 @@ async fn world() -> World {
     .await;
     let enrollment_token = state
         .db
-        .read("t", |tx| crate::enrollment::store::list_tokens(tx))
+        .read("t", crate::enrollment::store::list_tokens)
         .await
         .expect("tokens")[0]
         .id

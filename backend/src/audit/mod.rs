@@ -154,6 +154,9 @@ actions! {
     UserDisable = "user.disable", UserManagement;
     UserEnable = "user.enable", UserManagement;
     UserDelete = "user.delete", UserManagement;
+    UserUnlock = "user.unlock", UserManagement;
+    PasswordChange = "user.password_change", Authentication;
+    PasswordReset = "user.password_reset", UserManagement;
     RoleCreate = "role.create", UserManagement;
     RoleUpdate = "role.update", UserManagement;
     RoleDelete = "role.delete", UserManagement;

@@ -23,8 +23,14 @@ use crate::params;
 pub const TABLES: &[(&str, &str, &str)] = &[
     (
         "users",
-        "id, username, password_hash, created_at, disabled, external_provider, external_subject",
+        "id, username, password_hash, created_at, disabled, external_provider, external_subject, \
+         must_change_password, password_changed_at",
         "id",
+    ),
+    (
+        "password_history",
+        "user_id, password_hash, changed_at",
+        "user_id, changed_at",
     ),
     ("host_groups", "id, name, description, created_at", "id"),
     (
@@ -41,6 +47,11 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "sessions",
         "id_hash, user_id, created_at, last_seen_at, expires_at, source_ip, user_agent",
         "id_hash",
+    ),
+    (
+        "sign_in_throttle",
+        "key, failures, last_failure_at, next_attempt_at, locked_until",
+        "key",
     ),
     (
         "api_tokens",

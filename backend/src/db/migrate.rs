@@ -39,6 +39,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     4 "0004_metrics_at_scale",
     5 "0005_access_control",
     6 "0006_audit_checkpoints",
+    7 "0007_sign_in",
 );
 
 /// Every PostgreSQL migration this build knows, in order.
@@ -49,6 +50,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     4 "0004_metrics_at_scale",
     5 "0005_access_control",
     6 "0006_audit_checkpoints",
+    7 "0007_sign_in",
 );
 
 pub fn for_dialect(dialect: Dialect) -> &'static [Migration] {

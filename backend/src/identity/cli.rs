@@ -27,11 +27,14 @@ fn group_id(tx: &mut Tx<'_>, name: &str) -> crate::db::Result<String> {
 
 /// Creates a local account holding `role` (for all hosts, or for the hosts
 /// of `group`), with a generated password; returns the password (shown once).
+/// Unless `password_is_final`, the user must replace the generated password
+/// at the first sign-in.
 pub async fn create_user(
     db: &Db,
     name: &str,
     role: &str,
     group: Option<&str>,
+    password_is_final: bool,
 ) -> anyhow::Result<String> {
     if !valid_username(name) {
         bail!("invalid user name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'");
@@ -49,6 +52,7 @@ pub async fn create_user(
         let role_id = role_id(tx, &role)?;
         let group_id = group.as_deref().map(|g| group_id(tx, g)).transpose()?;
         let created = store::create_user(tx, &user)?;
+        store::require_password_change(tx, created.id, !password_is_final)?;
         roles::assign(tx, created.id, &role_id, group_id.as_deref(), now)?;
         let event = NewAuditEvent::new(now, Actor::Cli, Action::UserCreate, Outcome::Success)
             .target(user.username.clone())
@@ -80,6 +84,40 @@ pub async fn set_disabled(db: &Db, name: &str, disabled: bool) -> anyhow::Result
     })
     .await?;
     Ok(())
+}
+
+/// Lifts a sign-in lock on `name` (see `identity::throttle`). The lock is
+/// keyed by a digest made with the audit key, so the key file must exist.
+pub async fn unlock_user(
+    db: &Db,
+    config: &crate::config::Config,
+    name: &str,
+) -> anyhow::Result<bool> {
+    let path = config.audit_key_path();
+    if !path.exists() {
+        anyhow::bail!(
+            "no audit key at {}: the backend has not started yet, so nothing is locked",
+            path.display()
+        );
+    }
+    let key = crate::audit::checkpoint::AuditKey::load_or_create(&path)?;
+    let name = name.to_owned();
+    let lifted = db
+        .write("unlock user", move |tx| {
+            let lifted = super::throttle::unlock_account(tx, &key, &name)?;
+            let event = NewAuditEvent::new(
+                crate::now_millis(),
+                Actor::Cli,
+                Action::UserUnlock,
+                Outcome::Success,
+            )
+            .target(name.clone())
+            .details(serde_json::json!({ "lock_lifted": lifted }));
+            crate::audit::store::append(tx, &event)?;
+            Ok(lifted)
+        })
+        .await?;
+    Ok(lifted)
 }
 
 /// Deletes a user (their sessions, role assignments and API tokens too).

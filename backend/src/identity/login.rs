@@ -12,7 +12,7 @@ use super::auth::{
     ClientInfo, clear_session_cookie_header, resume_session, session_cookie, session_cookie_header,
     session_expiry, truncate,
 };
-use super::{NewSession, store};
+use super::{NewSession, store, throttle};
 use crate::audit::{Action, Actor, NewAuditEvent, Outcome};
 use crate::secrets;
 use crate::state::AppState;
@@ -25,6 +25,8 @@ const SESSION_ID_BYTES: usize = 32;
 const MAX_USERNAME: usize = 256;
 /// The one message a failed login gets, whatever the reason.
 pub const LOGIN_FAILED: &str = "invalid username or password";
+/// When every password verification slot stayed busy.
+pub const SIGN_IN_BUSY: &str = "The server is busy signing people in; try again in a few seconds.";
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -98,6 +100,44 @@ async fn login_submit(
 ) -> Result<Response, WebError> {
     let now = crate::now_millis();
     let username = truncate(&form.username, MAX_USERNAME);
+    let policy = state.config.sign_in.clone();
+    let keys = throttle::Keys::new(&state.audit_key, &username, client.ip.as_deref());
+
+    // Held back (too many recent failures for this name or this address):
+    // refused before any password is verified, whether or not the account
+    // exists.
+    let held = {
+        let (policy, keys) = (policy.clone(), keys.clone());
+        state
+            .db
+            .read("sign-in throttle", move |tx| {
+                throttle::check(tx, &policy, &keys, now)
+            })
+            .await?
+    };
+    if let Some(refusal) = held {
+        let event = NewAuditEvent::new(now, Actor::Anonymous, Action::AuthLogin, Outcome::Denied)
+            .from_client(client.ip.clone(), client.user_agent.clone())
+            .details(serde_json::json!({
+                "reason": refusal.as_str(),
+                "username_digest": state.audit_key.name_digest(&form.username),
+            }));
+        crate::audit::limits::append_unauthenticated(&state, client.ip.as_deref(), event).await?;
+        let message = refusal.message(now);
+        let page = LoginPage {
+            layout: Layout::anonymous(),
+            username: &username,
+            error: Some(&message),
+            request_id: Some(request_id.to_string()),
+        };
+        let mut response = html(StatusCode::TOO_MANY_REQUESTS, page.render()?);
+        let secs = ((refusal.until() - now).max(0) + 999) / 1000;
+        if let Ok(value) = header::HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(response);
+    }
+
     let user = if username.is_empty() || username != form.username {
         None
     } else {
@@ -108,11 +148,35 @@ async fn login_submit(
             .await?
     };
 
+    // At most `max_concurrent_hashes` verifications at once; a flood waits
+    // a little, then is told the server is busy.
+    let permit = match tokio::time::timeout(
+        std::time::Duration::from_millis(policy.hash_queue_wait_ms),
+        state.hashing.clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            let page = LoginPage {
+                layout: Layout::anonymous(),
+                username: &username,
+                error: Some(SIGN_IN_BUSY),
+                request_id: Some(request_id.to_string()),
+            };
+            let mut response = html(StatusCode::SERVICE_UNAVAILABLE, page.render()?);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            return Ok(response);
+        }
+    };
     // Always one argon2 verification, against a dummy hash when there is no
     // such user, so the response time does not tell whether a name exists.
     let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
     let password = form.password;
     let password_ok = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let phc = match &stored_hash {
             Some(phc) => phc.as_str(),
             None => dummy_password_hash()?,
@@ -156,13 +220,34 @@ async fn login_submit(
                 _ => audit(Outcome::Failure)
                     .details(serde_json::json!({ "reason": reason.as_str() })),
             };
+            let next = {
+                let (policy, keys) = (policy.clone(), keys.clone());
+                state
+                    .db
+                    .write("sign-in failure", move |tx| {
+                        throttle::record_failure(tx, &policy, &keys, now)
+                    })
+                    .await?
+            };
+            let mut event = event;
+            if let Some(throttle::Refusal::Locked { until }) = next {
+                event.details["locked_until"] = serde_json::json!(until);
+            }
             // Unauthenticated: bounded per address and in all.
             crate::audit::limits::append_unauthenticated(&state, client.ip.as_deref(), event)
                 .await?;
+            // The one message, plus the lock this failure set, if any (the
+            // same for a name that matches no account).
+            let message = match next {
+                Some(refusal @ throttle::Refusal::Locked { .. }) => {
+                    format!("{LOGIN_FAILED}. {}", refusal.message(now))
+                }
+                _ => LOGIN_FAILED.to_owned(),
+            };
             let page = LoginPage {
                 layout: Layout::anonymous(),
                 username: &username,
-                error: Some(LOGIN_FAILED),
+                error: Some(&message),
                 request_id: Some(request_id.to_string()),
             };
             return Ok(html(StatusCode::UNAUTHORIZED, page.render()?));
@@ -187,6 +272,7 @@ async fn login_submit(
             if let Some(old) = old {
                 store::delete_session(tx, &old)?;
             }
+            throttle::record_success(tx, &keys)?;
             store::create_session(tx, &session)?;
             crate::audit::store::append(tx, &event)?;
             Ok(())
@@ -194,7 +280,13 @@ async fn login_submit(
         .await?;
     tracing::info!(user = %user.username, "login");
 
-    let mut response = Redirect::to("/hosts").into_response();
+    // A password someone else set is replaced first.
+    let next = if super::account_http::password_change_due(&state, &user, now) {
+        "/account"
+    } else {
+        "/hosts"
+    };
+    let mut response = Redirect::to(next).into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session_cookie_header(&cookie)?);

@@ -16,10 +16,16 @@
 
 use crate::db::Millis;
 
+pub mod account_http;
 pub mod auth;
 pub mod cli;
 pub mod login;
+pub mod password;
 pub mod store;
+pub mod throttle;
+
+#[cfg(test)]
+mod sign_in_tests;
 pub mod tokens_http;
 pub mod users_http;
 
@@ -41,6 +47,11 @@ pub struct User {
     /// For a user of a single sign-on provider (later): the provider and
     /// the user's subject there.
     pub external: Option<(String, String)>,
+    /// Someone else set the password: the user must choose their own
+    /// before anything else.
+    pub must_change_password: bool,
+    /// When the password was last set (None: at creation).
+    pub password_changed_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone)]

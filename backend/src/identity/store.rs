@@ -6,7 +6,7 @@ use crate::db::{DbError, Millis, Result, Row, Tx};
 use crate::params;
 
 const USER_COLUMNS: &str = "users.id, users.username, users.password_hash, users.created_at, users.disabled, \
-     users.external_provider, users.external_subject";
+     users.external_provider, users.external_subject, users.must_change_password, users.password_changed_at";
 
 /// Reads the [`USER_COLUMNS`] starting at column `at`.
 fn user_from_row(row: &Row<'_>, at: usize) -> Result<User> {
@@ -19,6 +19,8 @@ fn user_from_row(row: &Row<'_>, at: usize) -> Result<User> {
         created_at: row.get(at + 3)?,
         disabled: row.get(at + 4)?,
         external: provider.zip(subject),
+        must_change_password: row.get(at + 7)?,
+        password_changed_at: row.get(at + 8)?,
     })
 }
 
@@ -42,6 +44,8 @@ pub fn create_user(tx: &mut Tx<'_>, user: &NewUser) -> Result<User> {
         created_at: user.created_at,
         disabled: false,
         external: None,
+        must_change_password: false,
+        password_changed_at: None,
     })
 }
 
@@ -96,6 +100,78 @@ pub fn enabled_global_admins(tx: &mut Tx<'_>) -> Result<u64> {
         params![],
         |row| row.get(0),
     )
+}
+
+/// Sets a user's password. `chosen_by_user`: they chose it (else someone
+/// else set it, and they must choose their own at the next sign-in). The
+/// old hash goes to the history, which keeps at most `keep` entries.
+pub fn set_password(
+    tx: &mut Tx<'_>,
+    user_id: i64,
+    password_hash: &str,
+    chosen_by_user: bool,
+    keep: u32,
+    now: Millis,
+) -> Result<bool> {
+    let old: Option<String> = tx.query_opt(
+        "SELECT password_hash FROM users WHERE id = $1",
+        params![user_id],
+        |row| row.get(0),
+    )?;
+    let Some(old) = old else {
+        return Ok(false);
+    };
+    if keep > 0 {
+        tx.execute(
+            "INSERT INTO password_history (user_id, password_hash, changed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, changed_at) DO NOTHING",
+            params![user_id, &old, now],
+        )?;
+        tx.execute(
+            "DELETE FROM password_history WHERE user_id = $1 AND changed_at NOT IN
+             (SELECT changed_at FROM password_history WHERE user_id = $1 ORDER BY changed_at DESC LIMIT $2)",
+            params![user_id, keep as i64],
+        )?;
+    } else {
+        tx.execute(
+            "DELETE FROM password_history WHERE user_id = $1",
+            params![user_id],
+        )?;
+    }
+    tx.execute(
+        "UPDATE users SET password_hash = $2, must_change_password = $3, password_changed_at = $4 WHERE id = $1",
+        params![user_id, password_hash, !chosen_by_user, now],
+    )?;
+    Ok(true)
+}
+
+/// The hashes of a user's earlier passwords, newest first.
+pub fn password_history(tx: &mut Tx<'_>, user_id: i64) -> Result<Vec<String>> {
+    tx.query(
+        "SELECT password_hash FROM password_history WHERE user_id = $1 ORDER BY changed_at DESC",
+        params![user_id],
+        |row| row.get(0),
+    )
+}
+
+/// Makes the user choose a new password at the next sign-in (a password
+/// someone else set: a new account, a reset).
+pub fn require_password_change(tx: &mut Tx<'_>, user_id: i64, required: bool) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE users SET must_change_password = $2 WHERE id = $1",
+        params![user_id, required],
+    )? > 0)
+}
+
+/// Ends every session of a user but `keep` (the one changing the password).
+pub fn end_sessions(tx: &mut Tx<'_>, user_id: i64, keep: Option<&[u8]>) -> Result<u64> {
+    match keep {
+        Some(keep) => tx.execute(
+            "DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2",
+            params![user_id, keep],
+        ),
+        None => tx.execute("DELETE FROM sessions WHERE user_id = $1", params![user_id]),
+    }
 }
 
 pub fn create_session(tx: &mut Tx<'_>, session: &NewSession) -> Result<()> {

@@ -169,6 +169,9 @@ async fn create(
                     created_at: now,
                 },
             )?;
+            // The generated password is shown to the admin: the user
+            // chooses their own at the first sign-in.
+            store::require_password_change(tx, user.id, true)?;
             roles::assign(tx, user.id, &role.id, group.as_deref(), now)?;
             let event = caller_for_tx
                 .event(now, Action::UserCreate, Outcome::Success)
@@ -442,6 +445,7 @@ struct UserPage {
     can_assign: bool,
     can_disable: bool,
     can_delete: bool,
+    can_reset_password: bool,
     roles: Vec<Role>,
     groups: Vec<HostGroup>,
 }
@@ -463,6 +467,7 @@ async fn user_page(
         can_assign: caller.may(Permission::RolesAssign, None),
         can_disable: caller.may(Permission::UsersDisable, None) && !itself,
         can_delete: caller.may(Permission::UsersDelete, None) && !itself,
+        can_reset_password: caller.may(Permission::UsersResetPassword, None) && !itself,
         assignments: held
             .iter()
             .map(|a| AssignmentView {

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use tower::ServiceExt;
 
 use crate::audit::AuditEvent;
@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::db::{Db, Millis};
 use crate::enrollment::EnrollmentToken;
 use crate::hosts::NewHost;
+use crate::identity::auth::SESSION_COOKIE;
 use crate::identity::{ApiToken, NewSession, NewUser, User};
 use crate::pki::Pki;
 use crate::secrets;
@@ -285,4 +286,45 @@ pub async fn send(app: &Router, request: Request<Body>) -> Reply {
         headers: parts.headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+/// A form POST as a browser sends it (`origin` and `cookie` optional).
+pub fn post_form(
+    uri: &str,
+    origin: Option<&str>,
+    cookie: Option<&str>,
+    form: &str,
+) -> Request<Body> {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::HOST, HOST)
+        .header(header::USER_AGENT, "test-browser/1.0")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(origin) = origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, format!("{SESSION_COOKIE}={cookie}"));
+    }
+    request.body(Body::from(form.to_owned())).expect("request")
+}
+
+/// The sign-in form's body.
+pub fn login_form(username: &str, password: &str) -> String {
+    format!(
+        "username={}&password={}",
+        urlencode(username),
+        urlencode(password)
+    )
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
