@@ -449,7 +449,7 @@ fn seed_audit(db: &Db, rows: usize, t0: i64) {
                 ),
                 8..=13 => (
                     format!("agent:{}", host_id((k % 1000) as usize)),
-                    if k % 2 == 0 {
+                    if k.is_multiple_of(2) {
                         "agent.connect"
                     } else {
                         "agent.disconnect"

@@ -34,6 +34,40 @@ pub struct Config {
     pub audit: AuditConfig,
     pub sign_in: SignInConfig,
     pub passwords: PasswordConfig,
+    pub mfa: MfaConfig,
+}
+
+/// Second factors and re-authentication (see `identity::factors`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaConfig {
+    /// Every user must enroll a second factor: until they do, their session
+    /// reaches only the enrollment pages.
+    pub required: bool,
+    /// Users holding one of these roles (by name, anywhere) must enroll.
+    pub required_roles: Vec<String>,
+    /// Dangerous operations need the password (and second factor) given
+    /// within this many seconds in the session.
+    pub reauth_window_secs: u64,
+    /// The name authenticator apps show next to the account.
+    pub issuer: String,
+    /// Wrong codes one pending two-step sign-in may take before it ends.
+    pub max_code_failures: u32,
+    /// Seconds a pending two-step sign-in stays valid.
+    pub challenge_secs: u64,
+}
+
+impl Default for MfaConfig {
+    fn default() -> Self {
+        MfaConfig {
+            required: false,
+            required_roles: Vec::new(),
+            reauth_window_secs: 300,
+            issuer: "Palisade".to_owned(),
+            max_code_failures: 5,
+            challenge_secs: 300,
+        }
+    }
 }
 
 /// The password policy (see `identity::password`). The defaults follow NIST
@@ -205,6 +239,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             sign_in: SignInConfig::default(),
             passwords: PasswordConfig::default(),
+            mfa: MfaConfig::default(),
         }
     }
 }
@@ -304,6 +339,20 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "passwords.min_length",
                 message: "min_length is 8 to 256, require_classes 0 to 4, history 0 to 24".into(),
+            });
+        }
+        let mfa = &self.mfa;
+        if !(10..=86_400).contains(&mfa.reauth_window_secs)
+            || !(30..=3_600).contains(&mfa.challenge_secs)
+            || !(1..=20).contains(&mfa.max_code_failures)
+            || mfa.issuer.trim().is_empty()
+            || mfa.issuer.contains(':')
+        {
+            return Err(ConfigError::Invalid {
+                key: "mfa",
+                message: "reauth_window_secs is 10 to 86400, challenge_secs 30 to 3600, \
+                          max_code_failures 1 to 20, issuer non-empty without ':'"
+                    .into(),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

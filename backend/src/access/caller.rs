@@ -11,7 +11,7 @@
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
@@ -31,6 +31,8 @@ pub enum Via {
     Session {
         id_hash: Vec<u8>,
         created_at: Millis,
+        /// When the user last gave their password (and second factor).
+        authenticated_at: Millis,
     },
     /// An API token (its public id).
     Token { id: String },
@@ -46,6 +48,10 @@ pub struct Caller {
     pub via: Via,
     pub grants: Grants,
     pub client: ClientInfo,
+    /// Set on a route whose permission is dangerous, reached by a session
+    /// that re-authenticated recently: when it last did. Recorded in the
+    /// audit events of the request ([`Caller::event`]).
+    pub proof_at: Option<Millis>,
 }
 
 impl Caller {
@@ -97,8 +103,12 @@ impl Caller {
 
     /// An audit event by this caller, from where the request came.
     pub fn event(&self, at: Millis, action: Action, outcome: Outcome) -> NewAuditEvent {
-        NewAuditEvent::new(at, self.actor.clone(), action, outcome)
-            .from_client(self.client.ip.clone(), self.client.user_agent.clone())
+        let event = NewAuditEvent::new(at, self.actor.clone(), action, outcome)
+            .from_client(self.client.ip.clone(), self.client.user_agent.clone());
+        match self.proof_at {
+            Some(proof) => event.details(serde_json::json!({ "reauthenticated_at": proof })),
+            None => event,
+        }
     }
 }
 
@@ -160,6 +170,35 @@ pub async fn authorize(access: Access, mut req: Request, next: Next) -> Response
         }
         return Redirect::to("/account").into_response();
     }
+    // A user who must have a second factor and has none reaches only the
+    // account pages (where they enroll) and signing out.
+    let mfa = &state.config.mfa;
+    if let (Via::Session { .. }, Some(user)) = (&caller.via, &caller.user)
+        && (mfa.required || !mfa.required_roles.is_empty())
+        && !req.uri().path().starts_with("/account")
+    {
+        let (state2, user2) = (state.clone(), user.clone());
+        let missing = state
+            .db
+            .read("second factor required", move |tx| {
+                Ok(
+                    crate::identity::factors::enrollment_required(tx, &state2, &user2)?
+                        && !crate::identity::factors::has_second_factor(tx, user2.id)?,
+                )
+            })
+            .await;
+        match missing {
+            Ok(false) => {}
+            Ok(true) if is_api => {
+                return WebError::Forbidden(
+                    "set up a second factor first, at /account/second-factor",
+                )
+                .into_response();
+            }
+            Ok(true) => return Redirect::to("/account/second-factor").into_response(),
+            Err(e) => return WebError::from(e).into_response(),
+        }
+    }
     let needed: &[Permission] = match &access {
         Access::Permission(p) => std::slice::from_ref(p),
         Access::AnyOf(any) => any,
@@ -184,8 +223,42 @@ pub async fn authorize(access: Access, mut req: Request, next: Next) -> Response
         }
         return WebError::Forbidden("you do not have the permission this needs").into_response();
     }
+    // A dangerous operation from a browser session needs a recent proof of
+    // identity (password and second factor); API tokens carry theirs from
+    // their creation (see `identity::tokens_http`).
+    let mut caller = caller;
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if let Via::Session {
+        authenticated_at, ..
+    } = caller.via
+        && changes
+        && needed.iter().any(|p| p.is_dangerous())
+    {
+        let now = crate::now_millis();
+        if !crate::identity::factors::recently_authenticated(&state, authenticated_at, now) {
+            tracing::info!("dangerous operation without a recent re-authentication");
+            if is_api {
+                return WebError::Forbidden(REAUTH_NEEDED).into_response();
+            }
+            let back = referer_path(req.headers()).unwrap_or_else(|| "/hosts".to_owned());
+            return crate::identity::factors::reauth_redirect(&back);
+        }
+        caller.proof_at = Some(authenticated_at);
+    }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// What the API answers a dangerous operation from a session that has not
+/// re-authenticated recently.
+pub const REAUTH_NEEDED: &str = "this operation is dangerous: confirm your password (and second factor) again at /reauth, then retry";
+
+/// The path of a same-site `Referer`, to come back to after re-authenticating.
+fn referer_path(headers: &HeaderMap) -> Option<String> {
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let rest = referer.strip_prefix("https://")?.strip_prefix(host)?;
+    rest.starts_with('/').then(|| rest.to_owned())
 }
 
 async fn authenticate(
@@ -219,9 +292,11 @@ async fn authenticate(
         via: Via::Session {
             id_hash: secrets::hash_secret(cookie),
             created_at: session.created_at,
+            authenticated_at: session.authenticated_at,
         },
         grants,
         client,
+        proof_at: None,
     })
 }
 
@@ -322,5 +397,6 @@ async fn token_caller(
         via: Via::Token { id: stored.id },
         grants,
         client,
+        proof_at: None,
     })
 }

@@ -40,6 +40,10 @@ const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/login"),
     ("POST", "/login"),
+    // The second step of a sign-in: only with the challenge cookie the
+    // password step set, which is not a session.
+    ("GET", "/login/second-factor"),
+    ("POST", "/login/second-factor"),
     // Ends whatever session the cookie names; without one, nothing to end.
     ("POST", "/logout"),
     ("POST", "/api/v1/enroll"),
@@ -186,6 +190,15 @@ fn is_public(r: &RouteInfo) -> bool {
     PUBLIC.contains(&(r.method.as_str(), r.path))
 }
 
+/// Routes that act only on the caller's own account (password, second
+/// factor, re-authentication): every signed-in user may use them, on
+/// themselves; `identity::sign_in_tests` and `identity::factor_tests` test
+/// them.
+fn self_service(r: &RouteInfo) -> bool {
+    r.access == Access::SignedIn
+        && ((r.path.starts_with("/account/") && !r.path.contains('{')) || r.path == "/reauth")
+}
+
 fn is_api(path: &str) -> bool {
     path.starts_with("/api/")
 }
@@ -211,6 +224,9 @@ fn fill(w: &World, path: &str) -> String {
         w.group_b.clone()
     } else if path.contains("/commands/{id}") {
         w.command_on_b.clone()
+    } else if path.contains("/sessions/{id}") {
+        // The admin's session: nobody else may end it.
+        hex::encode(crate::secrets::hash_secret(&w.admin))
     } else {
         assert!(
             !path.contains('{'),
@@ -251,6 +267,15 @@ fn body(w: &World, method: &Method, path: &str) -> Option<String> {
         ("POST", "/host-groups/{id}") => "name=renamed&description=".to_owned(),
         ("POST", "/enrollment-tokens") => "host_group_id=".to_owned(),
         ("POST", "/hosts/{id}/group") => format!("host_group_id={}", w.group_a),
+        // One's own account (see `self_service`).
+        ("POST", "/account/password") => {
+            "current_password=wrong&new_password=a+long+new+passphrase&confirm_password=a+long+new+passphrase"
+                .to_owned()
+        }
+        ("POST", "/account/second-factor/totp/confirm") | ("POST", "/login/second-factor") => {
+            "code=000000".to_owned()
+        }
+        ("POST", "/reauth") => "password=wrong&next=%2F".to_owned(),
         ("DELETE", _)
         | ("POST", "/users/{id}/disable")
         | ("POST", "/users/{id}/enable")
@@ -264,6 +289,14 @@ fn body(w: &World, method: &Method, path: &str) -> Option<String> {
         | ("POST", "/api/v1/hosts/{id}/revoke")
         | ("POST", "/hosts/{id}/revoke")
         | ("POST", "/hosts/{id}/delete")
+        | ("POST", "/users/{id}/password-reset")
+        | ("POST", "/api/v1/users/{id}/password-reset")
+        | ("POST", "/users/{id}/factors/reset")
+        | ("POST", "/api/v1/users/{id}/factors/reset")
+        | ("POST", "/account/sessions/{id}/end")
+        | ("POST", "/account/second-factor/totp")
+        | ("POST", "/account/second-factor/backup-codes")
+        | ("POST", "/account/second-factor/remove")
         | ("POST", "/logout") => return None,
         (m, p) => panic!("no example body for {m} {p}: add one to access::tests::body"),
     };
@@ -490,7 +523,7 @@ async fn readers_and_a_scoped_operator_change_nothing_that_is_not_theirs() {
     let writes: Vec<RouteInfo> = routes()
         .into_iter()
         .filter(|r| is_unsafe(&r.method) && !is_public(r) && r.access != Access::Agent)
-        .filter(|r| r.path != "/logout")
+        .filter(|r| r.path != "/logout" && !self_service(r))
         .collect();
     assert!(writes.len() > 30, "{}", writes.len());
     for (who, cookie) in [

@@ -100,6 +100,9 @@ pub struct AuditKey {
     pair: Ed25519KeyPair,
     /// Keys the digest of unknown sign-in names ([`AuditKey::name_digest`]).
     name_key: ring::hmac::Key,
+    /// Seals secrets the backend must read back (TOTP seeds), so that the
+    /// database alone does not yield them ([`AuditKey::seal`]).
+    seal_key: ring::aead::LessSafeKey,
 }
 
 impl std::fmt::Debug for AuditKey {
@@ -156,9 +159,16 @@ impl AuditKey {
             &ring::digest::SHA256,
             &[b"palisade audit name digest v1\0".as_slice(), bytes].concat(),
         );
+        let sealing = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[b"palisade factor seal v1\0".as_slice(), bytes].concat(),
+        );
+        let seal_key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, sealing.as_ref())
+            .map_err(|_| "cannot derive the sealing key".to_owned())?;
         Ok(AuditKey {
             pair,
             name_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
+            seal_key: ring::aead::LessSafeKey::new(seal_key),
         })
     }
 
@@ -188,6 +198,43 @@ impl AuditKey {
         };
         checkpoint.signature = hex::encode(self.pair.sign(&checkpoint.message()).as_ref());
         checkpoint
+    }
+
+    /// `plaintext` encrypted and authenticated (AES-256-GCM, random nonce
+    /// first) under a key derived from the key file, bound to `context`
+    /// (for example the owner's id): [`AuditKey::open`] with another
+    /// context fails.
+    pub fn seal(
+        &self,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>, ring::error::Unspecified> {
+        use ring::rand::SecureRandom;
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        ring::rand::SystemRandom::new().fill(&mut nonce)?;
+        let mut out = plaintext.to_vec();
+        self.seal_key.seal_in_place_append_tag(
+            ring::aead::Nonce::assume_unique_for_key(nonce),
+            ring::aead::Aad::from(context),
+            &mut out,
+        )?;
+        Ok([nonce.as_slice(), &out].concat())
+    }
+
+    /// What [`AuditKey::seal`] sealed with the same `context`, or `None`
+    /// when the bytes were altered, sealed under another key or context.
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < ring::aead::NONCE_LEN {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(ring::aead::NONCE_LEN);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = body.to_vec();
+        let plain = self
+            .seal_key
+            .open_in_place(nonce, ring::aead::Aad::from(context), &mut body)
+            .ok()?;
+        Some(plain.to_vec())
     }
 
     /// A keyed digest of a sign-in name that matches no account: people
@@ -549,6 +596,26 @@ mod tests {
         let mut garbage = c;
         garbage.signature = "zz".into();
         assert!(!public.verifies(&garbage));
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_same_key_and_context() {
+        let key = AuditKey::ephemeral().expect("key");
+        let sealed = key.seal(b"seed", b"user:7").expect("seal");
+        assert_eq!(
+            key.open(&sealed, b"user:7").as_deref(),
+            Some(b"seed".as_slice())
+        );
+        assert_eq!(key.open(&sealed, b"user:8"), None);
+        let other = AuditKey::ephemeral().expect("key");
+        assert_eq!(other.open(&sealed, b"user:7"), None);
+        let mut altered = sealed.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert_eq!(key.open(&altered, b"user:7"), None);
+        assert_eq!(key.open(&sealed[..5], b"user:7"), None);
+        // A fresh nonce each time: the same secret never seals the same.
+        assert_ne!(key.seal(b"seed", b"user:7").expect("seal"), sealed);
     }
 
     #[test]

@@ -157,6 +157,12 @@ actions! {
     UserUnlock = "user.unlock", UserManagement;
     PasswordChange = "user.password_change", Authentication;
     PasswordReset = "user.password_reset", UserManagement;
+    SecondFactor = "auth.second_factor", Authentication;
+    Reauthenticate = "auth.reauthenticate", Authentication;
+    FactorEnroll = "user.factor_enroll", Authentication;
+    FactorRemove = "user.factor_remove", Authentication;
+    BackupCodesRegenerate = "user.backup_codes", Authentication;
+    FactorReset = "user.factor_reset", UserManagement;
     RoleCreate = "role.create", UserManagement;
     RoleUpdate = "role.update", UserManagement;
     RoleDelete = "role.delete", UserManagement;
@@ -257,8 +263,16 @@ impl NewAuditEvent {
         self
     }
 
+    /// Sets the details; when both the present and the new details are
+    /// objects, their keys are merged (the new ones win), so what
+    /// [`crate::access::Caller::event`] recorded is kept.
     pub fn details(mut self, details: serde_json::Value) -> Self {
-        self.details = details;
+        match (&mut self.details, details) {
+            (serde_json::Value::Object(present), serde_json::Value::Object(new)) => {
+                present.extend(new);
+            }
+            (slot, details) => *slot = details,
+        }
         self
     }
 

@@ -45,7 +45,22 @@ pub const TABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "sessions",
-        "id_hash, user_id, created_at, last_seen_at, expires_at, source_ip, user_agent",
+        "id_hash, user_id, created_at, last_seen_at, expires_at, source_ip, user_agent, authenticated_at",
+        "id_hash",
+    ),
+    (
+        "totp_factors",
+        "user_id, sealed_secret, created_at, confirmed_at, last_step",
+        "user_id",
+    ),
+    (
+        "backup_codes",
+        "user_id, code_hash, created_at, used_at",
+        "user_id, code_hash",
+    ),
+    (
+        "sign_in_challenges",
+        "id_hash, user_id, created_at, expires_at, failures",
         "id_hash",
     ),
     (

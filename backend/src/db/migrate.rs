@@ -40,6 +40,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     5 "0005_access_control",
     6 "0006_audit_checkpoints",
     7 "0007_sign_in",
+    8 "0008_second_factors",
 );
 
 /// Every PostgreSQL migration this build knows, in order.
@@ -51,6 +52,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     5 "0005_access_control",
     6 "0006_audit_checkpoints",
     7 "0007_sign_in",
+    8 "0008_second_factors",
 );
 
 pub fn for_dialect(dialect: Dialect) -> &'static [Migration] {

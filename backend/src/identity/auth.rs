@@ -110,6 +110,8 @@ pub struct SessionUser {
     pub user: User,
     /// When they signed in.
     pub created_at: Millis,
+    /// When they last gave their password (and second factor).
+    pub authenticated_at: Millis,
 }
 
 fn secs_to_millis(secs: u64) -> Millis {
@@ -158,6 +160,7 @@ pub async fn resume_session(
     Ok(Some(SessionUser {
         user,
         created_at: session.created_at,
+        authenticated_at: session.authenticated_at,
     }))
 }
 

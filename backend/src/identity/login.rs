@@ -254,6 +254,19 @@ async fn login_submit(
         }
     };
 
+    // A second factor makes sign-in two steps: the password only opens a
+    // challenge (the account's throttle is cleared when the code passes).
+    let user_id = user.id;
+    if state
+        .db
+        .read("has second factor", move |tx| {
+            super::factors::has_second_factor(tx, user_id)
+        })
+        .await?
+    {
+        return super::factors::open_challenge(&state, &user, now).await;
+    }
+
     // A fresh id at every login; the session the browser may still hold ends.
     let old = session_cookie(&headers).map(secrets::hash_secret);
     let cookie = secrets::random_urlsafe(SESSION_ID_BYTES).map_err(WebError::internal)?;

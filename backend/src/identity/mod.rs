@@ -19,11 +19,15 @@ use crate::db::Millis;
 pub mod account_http;
 pub mod auth;
 pub mod cli;
+pub mod factors;
 pub mod login;
 pub mod password;
 pub mod store;
 pub mod throttle;
+pub mod totp;
 
+#[cfg(test)]
+mod factor_tests;
 #[cfg(test)]
 mod sign_in_tests;
 pub mod tokens_http;
@@ -74,6 +78,9 @@ pub struct Session {
     pub expires_at: Millis,
     pub source_ip: String,
     pub user_agent: String,
+    /// When the user last proved who they are in this session (sign-in,
+    /// re-authentication): dangerous operations need it to be recent.
+    pub authenticated_at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq)]

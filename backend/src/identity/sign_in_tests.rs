@@ -271,7 +271,7 @@ async fn change_password(state: &AppState, cookie: &str, current: &str, new: &st
 #[tokio::test]
 async fn a_new_user_chooses_their_own_password_before_anything_else() {
     let state = state_with_config(Config::default());
-    let (_, admin_token) = crate::web::testing::api_token(&state, "admin", None).await;
+    let (admin_token, _) = crate::web::testing::api_token(&state, "admin", None).await;
     let created = send(
         &app(&state),
         json_request(
@@ -414,7 +414,7 @@ async fn users_list_and_end_their_sessions_and_an_ended_session_is_refused_at_on
         StatusCode::OK
     );
     // An administrator can.
-    let (_, admin_token) = crate::web::testing::api_token(&state, "admin", None).await;
+    let (admin_token, _) = crate::web::testing::api_token(&state, "admin", None).await;
     let by_admin = send(
         &app(&state),
         json_request(
@@ -439,7 +439,7 @@ async fn an_admin_reset_ends_the_sessions_and_the_user_must_choose_a_new_passwor
     let state = state_with_config(Config::default());
     let alice = create_user(&state, "alice", PASSWORD, "viewer").await;
     let cookie = sign_in(&state, "alice", PASSWORD).await;
-    let (_, admin_token) = crate::web::testing::api_token(&state, "admin", None).await;
+    let (admin_token, _) = crate::web::testing::api_token(&state, "admin", None).await;
     let reset = send(
         &app(&state),
         json_request(

@@ -176,8 +176,9 @@ pub fn end_sessions(tx: &mut Tx<'_>, user_id: i64, keep: Option<&[u8]>) -> Resul
 
 pub fn create_session(tx: &mut Tx<'_>, session: &NewSession) -> Result<()> {
     tx.execute(
-        "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, source_ip, user_agent)
-         VALUES ($1, $2, $3, $3, $4, $5, $6)",
+        "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, source_ip, user_agent,
+                               authenticated_at)
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $3)",
         params![
             &session.id_hash,
             session.user_id,
@@ -191,7 +192,7 @@ pub fn create_session(tx: &mut Tx<'_>, session: &NewSession) -> Result<()> {
 }
 
 const SESSION_COLUMNS: &str = "sessions.id_hash, sessions.user_id, sessions.created_at, sessions.last_seen_at, \
-                               sessions.expires_at, sessions.source_ip, sessions.user_agent";
+                               sessions.expires_at, sessions.source_ip, sessions.user_agent, sessions.authenticated_at";
 
 fn session_from_row(row: &Row<'_>) -> Result<Session> {
     Ok(Session {
@@ -202,6 +203,7 @@ fn session_from_row(row: &Row<'_>) -> Result<Session> {
         expires_at: row.get(4)?,
         source_ip: row.get(5)?,
         user_agent: row.get(6)?,
+        authenticated_at: row.get(7)?,
     })
 }
 
@@ -215,7 +217,7 @@ pub fn session(tx: &mut Tx<'_>, id_hash: &[u8], now: Millis) -> Result<Option<(S
              WHERE sessions.id_hash = $1 AND sessions.expires_at > $2 AND NOT users.disabled"
         ),
         params![id_hash, now],
-        |row| Ok((session_from_row(row)?, user_from_row(row, 7)?)),
+        |row| Ok((session_from_row(row)?, user_from_row(row, 8)?)),
     )
 }
 
@@ -337,6 +339,6 @@ pub fn sessions(
              ORDER BY sessions.last_seen_at DESC"
         ),
         params![user_id.is_none(), user_id.unwrap_or(0), now],
-        |row| Ok((session_from_row(row)?, user_from_row(row, 7)?)),
+        |row| Ok((session_from_row(row)?, user_from_row(row, 8)?)),
     )
 }

@@ -254,7 +254,8 @@ pub async fn run(state: crate::state::AppState) {
         if let Err(e) = state
             .db
             .write("forget stale sign-in failures", move |tx| {
-                forget_stale(tx, &policy, now)
+                forget_stale(tx, &policy, now)?;
+                super::factors::forget_expired_challenges(tx, now)
             })
             .await
         {

@@ -70,6 +70,9 @@ async fn create(
             "a token expires after 1 to {MAX_DAYS} days"
         )));
     }
+    if !may_carry_dangerous(state, caller, &permissions) {
+        return Err(WebError::Forbidden(crate::access::caller::REAUTH_NEEDED));
+    }
     if !caller
         .grants
         .covers(&role_grants(&permissions, group.as_deref()))
@@ -283,6 +286,29 @@ async fn tokens_page(
     page(&state, &caller, query.all, None).await
 }
 
+/// A token carries dangerous permissions only if its creator re-authenticated
+/// recently (a browser session), or is itself a token (which could carry
+/// them only if its own creator did).
+fn may_carry_dangerous(
+    state: &AppState,
+    caller: &Caller,
+    permissions: &BTreeSet<Permission>,
+) -> bool {
+    match caller.via {
+        crate::access::Via::Session {
+            authenticated_at, ..
+        } => {
+            !permissions.iter().any(|p| p.is_dangerous())
+                || super::factors::recently_authenticated(
+                    state,
+                    authenticated_at,
+                    crate::now_millis(),
+                )
+        }
+        crate::access::Via::Token { .. } => true,
+    }
+}
+
 async fn create_form(
     caller: Caller,
     State(state): State<AppState>,
@@ -296,6 +322,9 @@ async fn create_form(
                 .map_err(|e| WebError::BadRequest(e.to_string()))
         })
         .collect::<Result<BTreeSet<_>, _>>()?;
+    if !may_carry_dangerous(&state, &caller, &permissions) {
+        return Ok(super::factors::reauth_redirect("/tokens"));
+    }
     let days = match form.opt("expires_in_days") {
         None => None,
         Some(d) => Some(

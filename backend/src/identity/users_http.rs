@@ -446,6 +446,7 @@ struct UserPage {
     can_disable: bool,
     can_delete: bool,
     can_reset_password: bool,
+    can_reset_factors: bool,
     roles: Vec<Role>,
     groups: Vec<HostGroup>,
 }
@@ -468,6 +469,7 @@ async fn user_page(
         can_disable: caller.may(Permission::UsersDisable, None) && !itself,
         can_delete: caller.may(Permission::UsersDelete, None) && !itself,
         can_reset_password: caller.may(Permission::UsersResetPassword, None) && !itself,
+        can_reset_factors: caller.may(Permission::UsersResetFactors, None) && !itself,
         assignments: held
             .iter()
             .map(|a| AssignmentView {

@@ -24,7 +24,10 @@ pub async fn require_same_origin(req: Request, next: Next) -> Response {
     );
     let headers = req.headers();
     let exempt = headers.contains_key(header::AUTHORIZATION);
-    let browser_form = matches!(req.uri().path(), "/login" | "/logout");
+    let browser_form = matches!(
+        req.uri().path(),
+        "/login" | "/logout" | "/login/second-factor"
+    );
     if unsafe_method && !exempt && (browser_form || session_cookie(headers).is_some()) {
         let host = headers
             .get(header::HOST)

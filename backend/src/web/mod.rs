@@ -68,6 +68,7 @@ pub fn all_routes() -> Routes {
         .merge(crate::identity::users_http::routes())
         .merge(crate::identity::tokens_http::routes())
         .merge(crate::identity::account_http::routes())
+        .merge(crate::identity::factors::routes())
         .merge(crate::access::http::routes())
         .merge(crate::hosts::ui::routes())
         .merge(crate::hosts::api::routes())

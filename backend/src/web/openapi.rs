@@ -73,6 +73,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::identity::users_http::openapi_paths());
     doc.merge(crate::identity::tokens_http::openapi_paths());
     doc.merge(crate::identity::account_http::openapi_paths());
+    doc.merge(crate::identity::factors::openapi_paths());
     doc.merge(crate::enrollment::tokens_http::openapi_paths());
     doc.merge(crate::audit::http::openapi_paths());
     doc.merge(crate::commands::api::openapi_paths());
