@@ -4,10 +4,13 @@
 //! - [`pg`]: a throwaway PostgreSQL cluster (initdb into a directory, a free
 //!   port, TLS on with a certificate made here), and one fresh database per
 //!   test on it.
+//! - [`webdriver`]: a chromedriver on a free loopback port for the browser
+//!   tests, stopped with every browser it started.
 
 #![forbid(unsafe_code)]
 
 pub mod pg;
+pub mod webdriver;
 
 /// Whether this run is CI (`CI=true`): tests that need something of the
 /// machine must then run, never skip.

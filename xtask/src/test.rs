@@ -3,6 +3,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -197,8 +199,15 @@ fn build() -> anyhow::Result<()> {
 
 /// Debian packages the tests use (as root they are installed when missing):
 /// nftables and iproute2 for the uplink's network-namespace tests, the
-/// PostgreSQL server for the throwaway cluster.
-const TEST_DEBIAN_PACKAGES: &[&str] = &["nftables", "iproute2", "postgresql"];
+/// PostgreSQL server for the throwaway cluster, chromium and its WebDriver
+/// server for the browser tests.
+const TEST_DEBIAN_PACKAGES: &[&str] = &[
+    "nftables",
+    "iproute2",
+    "postgresql",
+    "chromium",
+    "chromium-driver",
+];
 
 fn tests() -> anyhow::Result<()> {
     heading("tests: what the tests need from the machine");
@@ -206,14 +215,32 @@ fn tests() -> anyhow::Result<()> {
         crate::dist::tools::ensure_debian_packages(TEST_DEBIAN_PACKAGES)?;
     } else {
         println!(
-            "not root: the tests that need root, nftables or a new PostgreSQL cluster say so themselves"
+            "not root: the tests that need root, nftables, a new PostgreSQL cluster or chromium say so themselves"
         );
     }
+    // A Ctrl-C reaches the whole foreground process group: nextest stops
+    // its tests and exits, and xtask, which keeps running, stops the
+    // cluster and the browsers below instead of leaving them behind.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let handler = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
+        .context("cannot install a handler for SIGINT")?;
+    let result = tests_with_services();
+    signal_hook::low_level::unregister(handler);
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted (SIGINT)");
+    }
+    result
+}
+
+fn tests_with_services() -> anyhow::Result<()> {
+    let tmp = util::target_dir().join("tmp");
+    // One chromedriver for the whole run: each browser test opens a session
+    // (a fresh headless chromium) on it; nextest runs them one at a time.
+    let driver_log = tmp.join(format!("chromedriver-{}.log", std::process::id()));
+    let driver = start_chromedriver(&tmp, &driver_log)?;
     // One throwaway PostgreSQL cluster for the whole run: every test that
     // needs PostgreSQL creates a database of its own on it.
-    let pg_dir = util::target_dir()
-        .join("tmp")
-        .join(format!("pg-{}", std::process::id()));
+    let pg_dir = tmp.join(format!("pg-{}", std::process::id()));
     if pg_dir.exists() {
         std::fs::remove_dir_all(&pg_dir)
             .with_context(|| format!("cannot remove {}", pg_dir.display()))?;
@@ -225,10 +252,50 @@ fn tests() -> anyhow::Result<()> {
         pg_dir.display(),
         cluster.port()
     );
-    let result = run_tests(&cluster.env());
+    let mut env: Vec<(&str, String)> = cluster.env().into_iter().collect();
+    if let Some(driver) = &driver {
+        env.extend(driver.env());
+    }
+    let result = run_tests(&env);
+    // Every way out stops what was started: the driver ends the browsers
+    // it started with it.
+    drop(driver);
     drop(cluster);
     let _ = std::fs::remove_dir_all(&pg_dir);
+    if result.is_ok() {
+        // Kept when something failed: it says what each browser was told.
+        let _ = std::fs::remove_file(&driver_log);
+    }
     result
+}
+
+/// Starts the run's chromedriver, if it is installed. Without it the
+/// browser tests skip with a reason, or fail under `CI=true`; so does this.
+fn start_chromedriver(
+    tmp: &Path,
+    log: &Path,
+) -> anyhow::Result<Option<palisade_testkit::webdriver::Chromedriver>> {
+    let Some(program) = palisade_testkit::webdriver::find() else {
+        if is_ci() {
+            bail!(
+                "CI=true and chromedriver is not on the PATH: the browser tests cannot run \
+                 (as root this step installs chromium and chromium-driver)"
+            );
+        }
+        println!(
+            "chromedriver not found: the browser tests will say they skip (apt-get install chromium chromium-driver)"
+        );
+        return Ok(None);
+    };
+    std::fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let driver = palisade_testkit::webdriver::Chromedriver::start(&program, Some(log))
+        .map_err(|e| anyhow::anyhow!("cannot start the tests' chromedriver: {e}"))?;
+    println!(
+        "chromedriver for the tests: {} (log: {})",
+        driver.url(),
+        log.display()
+    );
+    Ok(Some(driver))
 }
 
 fn run_tests(env: &[(&str, String)]) -> anyhow::Result<()> {

@@ -120,6 +120,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// `--database`, when not SQLite in the data directory.
     pub database: Option<String>,
+    /// `--config`, when the test wrote a configuration file.
+    pub config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -147,6 +149,31 @@ impl Backend {
     /// Starts a backend on `listen`, with extra server-certificate names, on
     /// the database `db`.
     pub fn start_db(data_dir: &Path, listen: &str, server_names: &[&str], db: &TestDb) -> Backend {
+        Self::start_full(data_dir, listen, server_names, db, None)
+    }
+
+    /// Starts a backend on a free port, on SQLite in `data_dir`, with
+    /// `config_toml` as its configuration file (written next to the data
+    /// directory; the administrative commands read it too).
+    pub fn start_configured(data_dir: &Path, config_toml: &str) -> Backend {
+        let config = data_dir.with_extension("toml");
+        std::fs::write(&config, config_toml).expect("write the backend's config file");
+        Self::start_full(
+            data_dir,
+            "127.0.0.1:0",
+            &[],
+            &TestDb::sqlite(),
+            Some(config),
+        )
+    }
+
+    fn start_full(
+        data_dir: &Path,
+        listen: &str,
+        server_names: &[&str],
+        db: &TestDb,
+        config: Option<PathBuf>,
+    ) -> Backend {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -156,6 +183,9 @@ impl Backend {
         let mut cmd = Command::new(backend_bin());
         if let Some(url) = &database {
             cmd.arg("--database").arg(url);
+        }
+        if let Some(config) = &config {
+            cmd.arg("--config").arg(config);
         }
         let mut child = cmd
             .args(["serve", "--data-dir"])
@@ -193,6 +223,7 @@ impl Backend {
             data_dir: data_dir.to_owned(),
             addr,
             database,
+            config,
             child: Some(child),
         }
     }
@@ -218,6 +249,9 @@ impl Backend {
         let mut cmd = Command::new(backend_bin());
         if let Some(url) = &self.database {
             cmd.arg("--database").arg(url);
+        }
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
         }
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
