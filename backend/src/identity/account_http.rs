@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{session_cookie_header, session_expiry};
-use super::{NewSession, Session, User, password, store, throttle};
+use super::auth::session_cookie_header;
+use super::{Session, User, password, store, throttle};
 use crate::access::{Caller, Permission, Via};
 use crate::audit::{Action, Outcome};
 use crate::db::Millis;
@@ -286,15 +286,7 @@ async fn change_password(
     let Some(hash) = hash.filter(|_| problems.is_empty()) else {
         return Ok(Err(problems));
     };
-    let cookie = crate::secrets::random_urlsafe(32).map_err(WebError::internal)?;
-    let session = NewSession {
-        id_hash: crate::secrets::hash_secret(&cookie),
-        user_id,
-        created_at: now,
-        expires_at: session_expiry(state, now, now),
-        source_ip: caller.client.ip.clone().unwrap_or_default(),
-        user_agent: caller.client.user_agent.clone().unwrap_or_default(),
-    };
+    let (cookie, session) = super::auth::new_session(state, user_id, &caller.client, now)?;
     let event = caller
         .event(now, Action::PasswordChange, Outcome::Success)
         .target(user.username.clone());

@@ -34,15 +34,44 @@ const MAX_USER_AGENT: usize = 512;
 /// Session activity is written at most this often.
 pub const TOUCH_INTERVAL_MS: Millis = 60_000;
 
+/// Random bytes in a session id.
+const SESSION_ID_BYTES: usize = 32;
+
+/// A new session of `user_id` from `client`, starting at `now`, and the
+/// cookie that names it (only its hash is stored). Every sign-in and every
+/// privilege change (password, second factor, re-authentication) makes one.
+pub fn new_session(
+    state: &AppState,
+    user_id: i64,
+    client: &ClientInfo,
+    now: Millis,
+) -> Result<(String, super::NewSession), WebError> {
+    let cookie = secrets::random_urlsafe(SESSION_ID_BYTES).map_err(WebError::internal)?;
+    let session = super::NewSession {
+        id_hash: secrets::hash_secret(&cookie),
+        user_id,
+        created_at: now,
+        expires_at: session_expiry(state, now, now),
+        source_ip: client.ip.clone().unwrap_or_default(),
+        user_agent: client.user_agent.clone().unwrap_or_default(),
+    };
+    Ok((cookie, session))
+}
+
 /// The value of our session cookie, if the request carries one.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name`, if the request carries one.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.trim_matches('"'))
         .filter(|value| !value.is_empty())
 }

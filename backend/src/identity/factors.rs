@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{ClientInfo, session_cookie_header, session_expiry};
+use super::auth::{ClientInfo, new_session, session_cookie_header};
 use super::{NewSession, User, store, throttle, totp};
 use crate::access::{Caller, Permission, Via};
 use crate::audit::{Action, Actor, NewAuditEvent, Outcome};
@@ -300,15 +300,7 @@ fn clear_challenge_cookie() -> HeaderValue {
 }
 
 fn challenge_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == CHALLENGE_COOKIE)
-        .map(|(_, value)| value.trim_matches('"'))
-        .filter(|value| !value.is_empty())
+    super::auth::cookie(headers, CHALLENGE_COOKIE)
 }
 
 #[derive(Template)]
@@ -392,7 +384,8 @@ async fn challenge_submit(
     let max_failures = i64::from(state.config.mfa.max_code_failures);
     let policy = state.config.sign_in.clone();
     // Made before the transaction: used only if the code is right.
-    let new_cookie = secrets::random_urlsafe(32).map_err(WebError::internal)?;
+    // Its user is known once the challenge is read.
+    let (new_cookie, new_session_row) = new_session(&state, 0, &client, now)?;
     let outcome = {
         let state2 = state.clone();
         let client = client.clone();
@@ -437,12 +430,8 @@ async fn challenge_submit(
                         throttle::record_success(tx, &keys)?;
                         let cookie = new_cookie.clone();
                         let session = NewSession {
-                            id_hash: secrets::hash_secret(&cookie),
                             user_id: user.id,
-                            created_at: now,
-                            expires_at: session_expiry(&state2, now, now),
-                            source_ip: client.ip.clone().unwrap_or_default(),
-                            user_agent: client.user_agent.clone().unwrap_or_default(),
+                            ..new_session_row.clone()
                         };
                         store::create_session(tx, &session)?;
                         crate::audit::store::append(
@@ -760,15 +749,7 @@ async fn totp_confirm(
     let code = form.get("code").chars().take(64).collect::<String>();
     let now = crate::now_millis();
     let codes = totp::generate_backup_codes().map_err(|_| WebError::internal("no randomness"))?;
-    let cookie = secrets::random_urlsafe(32).map_err(WebError::internal)?;
-    let session = NewSession {
-        id_hash: secrets::hash_secret(&cookie),
-        user_id: user.id,
-        created_at: now,
-        expires_at: session_expiry(&state, now, now),
-        source_ip: caller.client.ip.clone().unwrap_or_default(),
-        user_agent: caller.client.user_agent.clone().unwrap_or_default(),
-    };
+    let (cookie, session) = new_session(&state, user.id, &caller.client, now)?;
     let old = match &caller.via {
         Via::Session { id_hash, .. } => id_hash.clone(),
         Via::Token { .. } => Vec::new(),
@@ -1047,15 +1028,7 @@ async fn reauth_submit(
     })
     .await
     .map_err(WebError::internal)?;
-    let cookie = secrets::random_urlsafe(32).map_err(WebError::internal)?;
-    let session = NewSession {
-        id_hash: secrets::hash_secret(&cookie),
-        user_id,
-        created_at: now,
-        expires_at: session_expiry(&state, now, now),
-        source_ip: caller.client.ip.clone().unwrap_or_default(),
-        user_agent: caller.client.user_agent.clone().unwrap_or_default(),
-    };
+    let (cookie, session) = new_session(&state, user_id, &caller.client, now)?;
     let old = match &caller.via {
         Via::Session { id_hash, .. } => id_hash.clone(),
         Via::Token { .. } => Vec::new(),

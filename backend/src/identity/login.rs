@@ -10,17 +10,15 @@ use serde::Deserialize;
 
 use super::auth::{
     ClientInfo, clear_session_cookie_header, resume_session, session_cookie, session_cookie_header,
-    session_expiry, truncate,
+    truncate,
 };
-use super::{NewSession, store, throttle};
+use super::{store, throttle};
 use crate::audit::{Action, Actor, NewAuditEvent, Outcome};
 use crate::secrets;
 use crate::state::AppState;
 use crate::web::layout::Layout;
 use crate::web::{Access, RequestId, Routes, WebError, html};
 
-/// Random bytes in a session id.
-const SESSION_ID_BYTES: usize = 32;
 /// Longest username we look up or write into the audit log.
 const MAX_USERNAME: usize = 256;
 /// The one message a failed login gets, whatever the reason.
@@ -269,15 +267,7 @@ async fn login_submit(
 
     // A fresh id at every login; the session the browser may still hold ends.
     let old = session_cookie(&headers).map(secrets::hash_secret);
-    let cookie = secrets::random_urlsafe(SESSION_ID_BYTES).map_err(WebError::internal)?;
-    let session = NewSession {
-        id_hash: secrets::hash_secret(&cookie),
-        user_id: user.id,
-        created_at: now,
-        expires_at: session_expiry(&state, now, now),
-        source_ip: client.ip.clone().unwrap_or_default(),
-        user_agent: client.user_agent.clone().unwrap_or_default(),
-    };
+    let (cookie, session) = super::auth::new_session(&state, user.id, &client, now)?;
     let event = audit(Outcome::Success);
     state
         .db
