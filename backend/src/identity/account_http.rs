@@ -69,13 +69,13 @@ fn public_id(session: &Session) -> String {
     hex::encode(&session.id_hash)
 }
 
-struct SessionRow {
-    id: String,
-    current: bool,
-    source_ip: String,
-    user_agent: String,
-    created: String,
-    last_seen: String,
+pub(super) struct SessionRow {
+    pub(super) id: String,
+    pub(super) current: bool,
+    pub(super) source_ip: String,
+    pub(super) user_agent: String,
+    pub(super) created: String,
+    pub(super) last_seen: String,
 }
 
 #[derive(Template)]
@@ -151,7 +151,7 @@ async fn render_account(
     Ok(html(status, page.render()?))
 }
 
-fn session_row(s: Session, current: Option<&[u8]>, now: Millis) -> SessionRow {
+pub(super) fn session_row(s: Session, current: Option<&[u8]>, now: Millis) -> SessionRow {
     SessionRow {
         id: public_id(&s),
         current: current == Some(s.id_hash.as_slice()),
@@ -312,7 +312,16 @@ async fn change_password(
 
 /// Ends session `id` if it is the caller's own or they may end anyone's.
 /// Returns whether it was the caller's current session.
-async fn end_session(state: &AppState, caller: &Caller, id: &str) -> Result<bool, WebError> {
+/// Which session [`end_session`] ended.
+struct Ended {
+    /// The session of the request itself.
+    current: bool,
+    /// One of the caller's own sessions.
+    own: bool,
+    owner_id: i64,
+}
+
+async fn end_session(state: &AppState, caller: &Caller, id: &str) -> Result<Ended, WebError> {
     const UNKNOWN: WebError = WebError::NotFound("no such session");
     let id_hash = hex::decode(id).map_err(|_| UNKNOWN)?;
     let now = crate::now_millis();
@@ -328,9 +337,24 @@ async fn end_session(state: &AppState, caller: &Caller, id: &str) -> Result<bool
     if !own && !caller.may(Permission::SessionsRevoke, None) {
         return Err(UNKNOWN);
     }
+    // Ending someone else's session is dangerous (`sessions:revoke`): a
+    // browser session needs a recent proof, as the route layer asks of
+    // routes that declare a dangerous permission.
+    let mut proof_at = None;
+    if !own
+        && let Via::Session {
+            authenticated_at, ..
+        } = caller.via
+    {
+        if !super::factors::recently_authenticated(state, authenticated_at, now) {
+            return Err(WebError::Forbidden(crate::access::caller::REAUTH_NEEDED));
+        }
+        proof_at = Some(authenticated_at);
+    }
     let current = current_session(caller) == Some(id_hash.as_slice());
     let event = caller
         .event(now, Action::SessionRevoke, Outcome::Success)
+        .details(serde_json::json!({ "reauthenticated_at": proof_at }))
         .target(owner.username.clone())
         .details(serde_json::json!({ "own": own, "current": current }));
     state
@@ -341,7 +365,11 @@ async fn end_session(state: &AppState, caller: &Caller, id: &str) -> Result<bool
             Ok(())
         })
         .await?;
-    Ok(current)
+    Ok(Ended {
+        current,
+        own,
+        owner_id: owner.id,
+    })
 }
 
 async fn end_session_form(
@@ -349,8 +377,20 @@ async fn end_session_form(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    if end_session(&state, &caller, &id).await? {
+    let ended = match end_session(&state, &caller, &id).await {
+        Err(WebError::Forbidden(crate::access::caller::REAUTH_NEEDED)) => {
+            return Ok(super::factors::reauth_redirect("/users"));
+        }
+        other => other?,
+    };
+    if ended.current {
         return Ok(Redirect::to("/login").into_response());
+    }
+    if !ended.own {
+        // An administrator ending someone's session: back to that user.
+        return Ok(
+            Redirect::to(&format!("/users/{}?done=session", ended.owner_id)).into_response(),
+        );
     }
     Ok(Redirect::to("/account?done=session").into_response())
 }

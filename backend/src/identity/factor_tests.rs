@@ -533,3 +533,41 @@ async fn an_admin_resets_a_users_factors_and_their_sessions_end() {
     .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn an_admin_sees_and_ends_someone_elses_session_after_re_authenticating() {
+    let state = state();
+    let admin = create_user(&state, "root", PASSWORD, "admin").await;
+    let user = create_user(&state, "dave", PASSWORD, "viewer").await;
+    let dave = session(&state, &user).await;
+    let id = hex::encode(crate::secrets::hash_secret(&dave));
+    let fresh = session(&state, &admin).await;
+    let page = get(&state, &format!("/users/{}", user.id), &fresh).await;
+    assert!(page.body.contains("user-sessions"), "{}", page.body);
+    assert!(page.body.contains(&format!("/account/sessions/{id}/end")));
+    // From a stale session: the prompt first, and the session lives on.
+    let stale = old_session(&state, &admin, 10 * 60_000).await;
+    let refused = post(&state, &format!("/account/sessions/{id}/end"), &stale, "").await;
+    assert_eq!(refused.status, StatusCode::SEE_OTHER);
+    assert!(
+        refused
+            .header(header::LOCATION)
+            .starts_with("/reauth?next=")
+    );
+    assert_eq!(get(&state, "/hosts", &dave).await.status, StatusCode::OK);
+    // From a fresh one it ends, and the admin is sent back to the user.
+    let ended = post(&state, &format!("/account/sessions/{id}/end"), &fresh, "").await;
+    assert_eq!(ended.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        ended.header(header::LOCATION),
+        format!("/users/{}?done=session", user.id)
+    );
+    assert_eq!(
+        get(&state, "/hosts", &dave).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // A viewer sees nobody's sessions.
+    let viewer = session(&state, &user).await;
+    let own = get(&state, &format!("/users/{}", user.id), &viewer).await;
+    assert!(!own.body.contains("user-sessions"));
+}

@@ -8,7 +8,7 @@
 
 use askama::Template;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
@@ -447,14 +447,24 @@ struct UserPage {
     can_delete: bool,
     can_reset_password: bool,
     can_reset_factors: bool,
+    /// The user's sessions, for a caller with `sessions:read`.
+    sessions: Option<Vec<super::account_http::SessionRow>>,
+    can_end_sessions: bool,
+    notice: Option<&'static str>,
     roles: Vec<Role>,
     groups: Vec<HostGroup>,
+}
+
+#[derive(Deserialize, Default)]
+struct UserPageQuery {
+    done: Option<String>,
 }
 
 async fn user_page(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<UserPageQuery>,
 ) -> Result<Response, WebError> {
     let id = user_id(&id)?;
     let (user, held) = load(&state, id).await?;
@@ -463,7 +473,27 @@ async fn user_page(
         .read("user page", |tx| Ok((roles::list(tx)?, groups::list(tx)?)))
         .await?;
     let itself = is_self(&caller, &user);
+    let sessions = if caller.may(Permission::SessionsRead, None) {
+        let now = crate::now_millis();
+        let user_id = user.id;
+        let rows = state
+            .db
+            .read("user's sessions", move |tx| {
+                super::store::sessions(tx, Some(user_id), now)
+            })
+            .await?;
+        Some(
+            rows.into_iter()
+                .map(|(s, _)| super::account_http::session_row(s, None, now))
+                .collect(),
+        )
+    } else {
+        None
+    };
     let page = UserPage {
+        sessions,
+        can_end_sessions: caller.may(Permission::SessionsRevoke, None),
+        notice: (q.done.as_deref() == Some("session")).then_some("The session has ended."),
         layout: Layout::for_caller(&caller),
         can_assign: caller.may(Permission::RolesAssign, None),
         can_disable: caller.may(Permission::UsersDisable, None) && !itself,
