@@ -48,9 +48,10 @@ pub async fn require_same_origin(req: Request, next: Next) -> Response {
 /// Whether the browser tells us the request comes from a page of `host`.
 ///
 /// `Sec-Fetch-Site` (set by the browser, not by page scripts) is trusted when
-/// present. Then a real `Origin` must match. Pages are served with
-/// `Referrer-Policy: no-referrer`, under which browsers send `Origin: null` on
-/// their own form posts: that counts only with `Sec-Fetch-Site: same-origin`.
+/// present. Then a real `Origin` must match. Under `Referrer-Policy:
+/// no-referrer` (pages are served with `same-origin`, but a proxy may change
+/// it) browsers send `Origin: null` on their own form posts: that counts only
+/// with `Sec-Fetch-Site: same-origin`.
 /// Without an `Origin`, the `Referer` must match.
 fn is_same_origin(headers: &HeaderMap, host: &str) -> bool {
     let header_str = |name| {

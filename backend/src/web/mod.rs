@@ -208,9 +208,11 @@ fn set_standard_headers(headers: &mut HeaderMap, request_id: RequestId) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // The Referer goes to this site only: the re-authentication gate uses
+    // it to bring the browser back to the page a dangerous form was on.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(

@@ -7,7 +7,10 @@
 //! - `access`: what each role is offered, a group-scoped operator's view,
 //!   the audit page's filters and its CSV and JSON exports (issue 9);
 //! - `sign_in`: the first sign-in's password choice, the lockout message,
-//!   the session list and ending another session (issue 10).
+//!   the session list and ending another session (issue 10);
+//! - `factors`: enrolling an authenticator app, signing in with its codes
+//!   and backup codes, enrollment required by role, re-authentication
+//!   before a dangerous operation (issue 10).
 //!
 //! See `harness` for where the browser comes from and when a test skips.
 
@@ -15,6 +18,7 @@
 mod support;
 
 mod access;
+mod factors;
 mod harness;
 mod sign_in;
 
