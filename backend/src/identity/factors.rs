@@ -590,14 +590,18 @@ struct FactorsQuery {
     done: Option<String>,
 }
 
-fn signed_in_user(caller: &Caller) -> std::result::Result<(User, Millis), WebError> {
+/// The signed-in user of a browser session, when they last proved who they
+/// are, and the session's id hash (replaced at a privilege change).
+fn signed_in_user(caller: &Caller) -> std::result::Result<(User, Millis, Vec<u8>), WebError> {
     match (&caller.via, &caller.user) {
         (
             Via::Session {
-                authenticated_at, ..
+                authenticated_at,
+                id_hash,
+                ..
             },
             Some(user),
-        ) => Ok((user.clone(), *authenticated_at)),
+        ) => Ok((user.clone(), *authenticated_at, id_hash.clone())),
         _ => Err(WebError::Forbidden(
             "second factors are managed in the browser",
         )),
@@ -632,8 +636,7 @@ async fn factors_page(
     caller: Caller,
     Query(q): Query<FactorsQuery>,
 ) -> std::result::Result<Response, WebError> {
-    let (user, _) = signed_in_user(&caller)?;
-    let now_state = factor_state(&state, &user).await?;
+    let (user, ..) = signed_in_user(&caller)?;
     let notice = match (q.backup_codes_left, q.done.as_deref()) {
         (Some(left), _) => Some(format!(
             "You signed in with a backup code; {left} unused code{} left.",
@@ -646,27 +649,40 @@ async fn factors_page(
         &state,
         &caller,
         &user,
-        now_state,
-        None,
-        Vec::new(),
-        notice,
-        None,
+        Shown {
+            notice,
+            ..Shown::default()
+        },
         StatusCode::OK,
     )
+    .await
 }
 
-#[allow(clippy::too_many_arguments)]
-fn render_factors(
+/// What a factors page shows besides the user's state.
+#[derive(Default)]
+struct Shown<'a> {
+    /// While enrolling: the seed, shown as a QR code and as text.
+    secret: Option<&'a [u8]>,
+    /// Backup codes just made (shown once).
+    backup_codes: Vec<String>,
+    notice: Option<String>,
+    error: Option<&'static str>,
+}
+
+async fn render_factors(
     state: &AppState,
     caller: &Caller,
     user: &User,
-    now_state: FactorState,
-    secret: Option<&[u8]>,
-    new_backup_codes: Vec<String>,
-    notice: Option<String>,
-    error: Option<&'static str>,
+    shown: Shown<'_>,
     status: StatusCode,
 ) -> std::result::Result<Response, WebError> {
+    let now_state = factor_state(state, user).await?;
+    let Shown {
+        secret,
+        backup_codes: new_backup_codes,
+        notice,
+        error,
+    } = shown;
     let (qr_svg, secret_text) = match secret {
         Some(secret) => {
             let uri = totp::otpauth_uri(&state.config.mfa.issuer, &user.username, secret);
@@ -696,7 +712,7 @@ async fn totp_begin(
     State(state): State<AppState>,
     caller: Caller,
 ) -> std::result::Result<Response, WebError> {
-    let (user, _) = signed_in_user(&caller)?;
+    let (user, ..) = signed_in_user(&caller)?;
     let secret = totp::generate_secret().map_err(|_| WebError::internal("no randomness"))?;
     let sealed = state
         .audit_key
@@ -710,31 +726,32 @@ async fn totp_begin(
             begin_totp(tx, user_id, &sealed, now)
         })
         .await?;
-    let now_state = factor_state(&state, &user).await?;
     if !started {
         return render_factors(
             &state,
             &caller,
             &user,
-            now_state,
-            None,
-            Vec::new(),
-            None,
-            Some("You already have an authenticator app: remove it first to set up another."),
+            Shown {
+                error: Some(
+                    "You already have an authenticator app: remove it first to set up another.",
+                ),
+                ..Shown::default()
+            },
             StatusCode::CONFLICT,
-        );
+        )
+        .await;
     }
     render_factors(
         &state,
         &caller,
         &user,
-        now_state,
-        Some(&secret),
-        Vec::new(),
-        None,
-        None,
+        Shown {
+            secret: Some(&secret),
+            ..Shown::default()
+        },
         StatusCode::OK,
     )
+    .await
 }
 
 /// Confirms an enrollment with a first code; makes and shows the backup
@@ -744,16 +761,12 @@ async fn totp_confirm(
     caller: Caller,
     body: axum::body::Bytes,
 ) -> std::result::Result<Response, WebError> {
-    let (user, _) = signed_in_user(&caller)?;
+    let (user, _, old) = signed_in_user(&caller)?;
     let form = FormFields::parse(&body);
     let code = form.get("code").chars().take(64).collect::<String>();
     let now = crate::now_millis();
     let codes = totp::generate_backup_codes().map_err(|_| WebError::internal("no randomness"))?;
     let (cookie, session) = new_session(&state, user.id, &caller.client, now)?;
-    let old = match &caller.via {
-        Via::Session { id_hash, .. } => id_hash.clone(),
-        Via::Token { .. } => Vec::new(),
-    };
     let (state2, user_id, codes2) = (state.clone(), user.id, codes.clone());
     let ok_event = caller
         .event(now, Action::FactorEnroll, Outcome::Success)
@@ -788,30 +801,27 @@ async fn totp_confirm(
             Ok(true)
         })
         .await?;
-    let now_state = factor_state(&state, &user).await?;
     if !confirmed {
         // The same seed again, so the user can retry with the next code.
-        let secret = match &now_state.pending {
-            Some(f) => state
+        let secret = factor_state(&state, &user).await?.pending.and_then(|f| {
+            state
                 .audit_key
-                .open(&f.sealed_secret, &seal_context(user.id)),
-            None => None,
-        };
+                .open(&f.sealed_secret, &seal_context(user.id))
+        });
         return render_factors(
             &state,
             &caller,
             &user,
-            now_state,
-            secret.as_deref(),
-            Vec::new(),
-            None,
-            Some("That code is not valid: type the one your app shows now."),
+            Shown {
+                secret: secret.as_deref(),
+                error: Some("That code is not valid: type the one your app shows now."),
+                ..Shown::default()
+            },
             StatusCode::BAD_REQUEST,
-        );
+        )
+        .await;
     }
-    let mut response = render_factors(&state, &caller, &user, now_state, None, codes,
-        Some("Your authenticator app is set up. Keep these backup codes somewhere safe: each works once, and they are shown only now.".to_owned()),
-        None, StatusCode::OK)?;
+    let mut response = render_factors(&state, &caller, &user, Shown { backup_codes: codes, notice: Some("Your authenticator app is set up. Keep these backup codes somewhere safe: each works once, and they are shown only now.".to_owned()), ..Shown::default() }, StatusCode::OK).await?;
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session_cookie_header(&cookie)?);
@@ -823,7 +833,7 @@ async fn backup_codes_regenerate(
     State(state): State<AppState>,
     caller: Caller,
 ) -> std::result::Result<Response, WebError> {
-    let (user, authenticated_at) = signed_in_user(&caller)?;
+    let (user, authenticated_at, _) = signed_in_user(&caller)?;
     let now = crate::now_millis();
     if !recently_authenticated(&state, authenticated_at, now) {
         return Ok(reauth_redirect("/account/second-factor"));
@@ -844,31 +854,34 @@ async fn backup_codes_regenerate(
             Ok(true)
         })
         .await?;
-    let now_state = factor_state(&state, &user).await?;
     if !done {
         return render_factors(
             &state,
             &caller,
             &user,
-            now_state,
-            None,
-            Vec::new(),
-            None,
-            Some("Set up an authenticator app first."),
+            Shown {
+                error: Some("Set up an authenticator app first."),
+                ..Shown::default()
+            },
             StatusCode::CONFLICT,
-        );
+        )
+        .await;
     }
     render_factors(
         &state,
         &caller,
         &user,
-        now_state,
-        None,
-        codes,
-        Some("New backup codes; the old ones no longer work. They are shown only now.".to_owned()),
-        None,
+        Shown {
+            backup_codes: codes,
+            notice: Some(
+                "New backup codes; the old ones no longer work. They are shown only now."
+                    .to_owned(),
+            ),
+            ..Shown::default()
+        },
         StatusCode::OK,
     )
+    .await
 }
 
 /// Removes one's own authenticator app; needs a recent sign-in, and is
@@ -877,7 +890,7 @@ async fn factor_remove(
     State(state): State<AppState>,
     caller: Caller,
 ) -> std::result::Result<Response, WebError> {
-    let (user, authenticated_at) = signed_in_user(&caller)?;
+    let (user, authenticated_at, _) = signed_in_user(&caller)?;
     let now = crate::now_millis();
     if !recently_authenticated(&state, authenticated_at, now) {
         return Ok(reauth_redirect("/account/second-factor"));
@@ -900,18 +913,17 @@ async fn factor_remove(
         })
         .await?;
     if !removed {
-        let now_state = factor_state(&state, &user).await?;
         return render_factors(
             &state,
             &caller,
             &user,
-            now_state,
-            None,
-            Vec::new(),
-            None,
-            Some("Your role requires a second factor: it cannot be removed."),
+            Shown {
+                error: Some("Your role requires a second factor: it cannot be removed."),
+                ..Shown::default()
+            },
             StatusCode::FORBIDDEN,
-        );
+        )
+        .await;
     }
     Ok(Redirect::to("/account/second-factor?done=removed").into_response())
 }
@@ -958,7 +970,7 @@ async fn reauth_form(
     caller: Caller,
     Query(q): Query<ReauthQuery>,
 ) -> std::result::Result<Response, WebError> {
-    let (user, _) = signed_in_user(&caller)?;
+    let (user, ..) = signed_in_user(&caller)?;
     let user_id = user.id;
     let needs_code = state
         .db
@@ -978,7 +990,7 @@ async fn reauth_submit(
     caller: Caller,
     body: axum::body::Bytes,
 ) -> std::result::Result<Response, WebError> {
-    let (user, _) = signed_in_user(&caller)?;
+    let (user, _, old) = signed_in_user(&caller)?;
     let form = FormFields::parse(&body);
     let next = local_path(form.get("next")).to_owned();
     let password = form.get("password").to_owned();
@@ -1029,10 +1041,6 @@ async fn reauth_submit(
     .await
     .map_err(WebError::internal)?;
     let (cookie, session) = new_session(&state, user_id, &caller.client, now)?;
-    let old = match &caller.via {
-        Via::Session { id_hash, .. } => id_hash.clone(),
-        Via::Token { .. } => Vec::new(),
-    };
     let (state2, keys2) = (state.clone(), keys.clone());
     let ok_event = caller.event(now, Action::Reauthenticate, Outcome::Success);
     let bad_event = caller.event(now, Action::Reauthenticate, Outcome::Failure);
