@@ -35,6 +35,73 @@ pub struct Config {
     pub sign_in: SignInConfig,
     pub passwords: PasswordConfig,
     pub mfa: MfaConfig,
+    pub passkeys: PasskeyConfig,
+}
+
+/// Passkeys (WebAuthn; see `identity::passkeys`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasskeyConfig {
+    /// The relying party id: the domain passkeys are bound to, the one
+    /// users type to reach the UI (not an address). Default: the first DNS
+    /// name of `[tls] server_names`, else `localhost`.
+    pub rp_id: Option<String>,
+    /// The origins the UI is served from (`https://name[:port]`). Default:
+    /// `https://<rp_id>` and `https://<rp_id>:<listen port>`.
+    pub origins: Vec<String>,
+    /// A passkey that verified its user (PIN, biometrics) signs in without
+    /// the password. Off: passkeys are only a second factor.
+    pub passwordless: bool,
+}
+
+impl Config {
+    /// Who this backend is to passkeys: the relying party id and the origins
+    /// its pages are served from (see [`PasskeyConfig`]).
+    pub fn relying_party(&self) -> crate::identity::webauthn::RelyingParty {
+        let id = self.passkeys.rp_id.clone().unwrap_or_else(|| {
+            self.tls
+                .server_names
+                .iter()
+                .find(|name| is_domain_name(name))
+                .cloned()
+                .unwrap_or_else(|| "localhost".to_owned())
+        });
+        let origins = if self.passkeys.origins.is_empty() {
+            vec![
+                format!("https://{id}"),
+                format!("https://{id}:{}", self.listen.port()),
+            ]
+        } else {
+            self.passkeys.origins.clone()
+        };
+        crate::identity::webauthn::RelyingParty { id, origins }
+    }
+}
+
+/// A DNS name (what a relying party id must be), not an address.
+fn is_domain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<std::net::IpAddr>().is_err()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+impl Default for PasskeyConfig {
+    fn default() -> Self {
+        PasskeyConfig {
+            rp_id: None,
+            origins: Vec::new(),
+            passwordless: true,
+        }
+    }
 }
 
 /// Second factors and re-authentication (see `identity::factors`).
@@ -240,6 +307,7 @@ impl Default for Config {
             sign_in: SignInConfig::default(),
             passwords: PasswordConfig::default(),
             mfa: MfaConfig::default(),
+            passkeys: PasskeyConfig::default(),
         }
     }
 }
@@ -353,6 +421,25 @@ impl Config {
                 message: "reauth_window_secs is 10 to 86400, challenge_secs 30 to 3600, \
                           max_code_failures 1 to 20, issuer non-empty without ':'"
                     .into(),
+            });
+        }
+        if let Some(rp_id) = &self.passkeys.rp_id
+            && !is_domain_name(rp_id)
+        {
+            return Err(ConfigError::Invalid {
+                key: "passkeys.rp_id",
+                message: format!("{rp_id:?} is not a domain name"),
+            });
+        }
+        if let Some(bad) = self
+            .passkeys
+            .origins
+            .iter()
+            .find(|o| !o.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "passkeys.origins",
+                message: format!("{bad:?} is not an https:// origin"),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

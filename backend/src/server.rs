@@ -92,7 +92,7 @@ pub fn https_tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
 }
 
 /// Runs the backend until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     config.validate()?;
     let opened = config.clone();
     let (db, pki) = tokio::task::spawn_blocking(move || open(&opened))
@@ -101,6 +101,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(database = %config.database_url()?.redacted(), "database ready");
     let (tcp, udp) = bind_pair(config.listen)?;
     let local = tcp.local_addr().context("local address")?;
+    // Port 0 asked for any free port: what depends on the port (the
+    // passkey origins) uses the one bound.
+    config.listen.set_port(local.port());
     tcp.set_nonblocking(true).context("tcp socket")?;
     let tcp = tokio::net::TcpListener::from_std(tcp).context("tcp socket")?;
     let endpoint = quinn::Endpoint::new(

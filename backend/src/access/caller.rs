@@ -183,7 +183,7 @@ pub async fn authorize(access: Access, mut req: Request, next: Next) -> Response
             .read("second factor required", move |tx| {
                 Ok(
                     crate::identity::factors::enrollment_required(tx, &state2, &user2)?
-                        && !crate::identity::factors::has_second_factor(tx, user2.id)?,
+                        && !crate::identity::factor_store::has_second_factor(tx, user2.id)?,
                 )
             })
             .await;
@@ -241,7 +241,7 @@ pub async fn authorize(access: Access, mut req: Request, next: Next) -> Response
                 return WebError::Forbidden(REAUTH_NEEDED).into_response();
             }
             let back = referer_path(req.headers()).unwrap_or_else(|| "/hosts".to_owned());
-            return crate::identity::factors::reauth_redirect(&back);
+            return crate::identity::reauth::reauth_redirect(&back);
         }
         caller.proof_at = Some(authenticated_at);
     }

@@ -37,6 +37,7 @@ const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/healthz"),
     ("GET", "/static/app.css"),
+    ("GET", "/static/app.js"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/login"),
     ("POST", "/login"),
@@ -44,6 +45,10 @@ const PUBLIC: &[(&str, &str)] = &[
     // password step set, which is not a session.
     ("GET", "/login/second-factor"),
     ("POST", "/login/second-factor"),
+    // The same step answered with a passkey (same cookie), and a sign-in
+    // with a passkey alone (a signature over a challenge of ours).
+    ("POST", "/login/second-factor/passkey"),
+    ("POST", "/login/passkey"),
     // Ends whatever session the cookie names; without one, nothing to end.
     ("POST", "/logout"),
     ("POST", "/api/v1/enroll"),
@@ -196,7 +201,9 @@ fn is_public(r: &RouteInfo) -> bool {
 /// them.
 fn self_service(r: &RouteInfo) -> bool {
     r.access == Access::SignedIn
-        && ((r.path.starts_with("/account/") && !r.path.contains('{')) || r.path == "/reauth")
+        && ((r.path.starts_with("/account/")
+            && (!r.path.contains('{') || r.path.starts_with("/account/passkeys/")))
+            || r.path.starts_with("/reauth"))
 }
 
 fn is_api(path: &str) -> bool {
@@ -224,6 +231,9 @@ fn fill(w: &World, path: &str) -> String {
         w.group_b.clone()
     } else if path.contains("/commands/{id}") {
         w.command_on_b.clone()
+    } else if path.contains("/passkeys/{id}") {
+        // Passkeys are only one's own: see `identity::passkey_tests`.
+        "00000000-0000-4000-8000-000000000000".to_owned()
     } else if path.contains("/sessions/{id}") {
         // The admin's session: nobody else may end it.
         hex::encode(crate::secrets::hash_secret(&w.admin))
@@ -276,6 +286,13 @@ fn body(w: &World, method: &Method, path: &str) -> Option<String> {
             "code=000000".to_owned()
         }
         ("POST", "/reauth") => "password=wrong&next=%2F".to_owned(),
+        ("POST", "/login/passkey")
+        | ("POST", "/login/second-factor/passkey")
+        | ("POST", "/reauth/passkey") => {
+            "credential_id=AA&client_data=AA&authenticator_data=AA&signature=AA".to_owned()
+        }
+        ("POST", "/account/passkeys") => "name=mine&client_data=AA&attestation_object=AA".to_owned(),
+        ("POST", "/account/passkeys/{id}/remove") => return None,
         ("DELETE", _)
         | ("POST", "/users/{id}/disable")
         | ("POST", "/users/{id}/enable")

@@ -59,6 +59,16 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "user_id, code_hash",
     ),
     (
+        "passkeys",
+        "id, user_id, credential_id, public_key, algorithm, sign_count, name, created_at, last_used_at",
+        "id",
+    ),
+    (
+        "passkey_challenges_used",
+        "challenge_hash, expires_at",
+        "challenge_hash",
+    ),
+    (
         "sign_in_challenges",
         "id_hash, user_id, created_at, expires_at, failures",
         "id_hash",

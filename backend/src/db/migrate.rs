@@ -41,6 +41,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     6 "0006_audit_checkpoints",
     7 "0007_sign_in",
     8 "0008_second_factors",
+    9 "0009_passkeys",
 );
 
 /// Every PostgreSQL migration this build knows, in order.
@@ -53,6 +54,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     6 "0006_audit_checkpoints",
     7 "0007_sign_in",
     8 "0008_second_factors",
+    9 "0009_passkeys",
 );
 
 pub fn for_dialect(dialect: Dialect) -> &'static [Migration] {

@@ -379,7 +379,7 @@ async fn end_session_form(
 ) -> Result<Response, WebError> {
     let ended = match end_session(&state, &caller, &id).await {
         Err(WebError::Forbidden(crate::access::caller::REAUTH_NEEDED)) => {
-            return Ok(super::factors::reauth_redirect("/users"));
+            return Ok(super::reauth::reauth_redirect("/users"));
         }
         other => other?,
     };

@@ -19,10 +19,10 @@ use crate::web::testing::{
     state_with_config, urlencode,
 };
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(super) const PASSWORD: &str = "correct horse battery staple";
 
 /// A request as a browser sends it, with whichever cookies.
-fn request(
+pub(super) fn request(
     method: Method,
     uri: &str,
     cookies: &[(&str, &str)],
@@ -47,7 +47,7 @@ fn request(
     .expect("request")
 }
 
-async fn get(state: &AppState, uri: &str, cookie: &str) -> Reply {
+pub(super) async fn get(state: &AppState, uri: &str, cookie: &str) -> Reply {
     send(
         &app(state),
         request(Method::GET, uri, &[(SESSION_COOKIE, cookie)], None),
@@ -55,7 +55,7 @@ async fn get(state: &AppState, uri: &str, cookie: &str) -> Reply {
     .await
 }
 
-async fn post(state: &AppState, uri: &str, cookie: &str, form: &str) -> Reply {
+pub(super) async fn post(state: &AppState, uri: &str, cookie: &str, form: &str) -> Reply {
     send(
         &app(state),
         request(Method::POST, uri, &[(SESSION_COOKIE, cookie)], Some(form)),
@@ -64,7 +64,7 @@ async fn post(state: &AppState, uri: &str, cookie: &str, form: &str) -> Reply {
 }
 
 /// The value a `Set-Cookie` header of the reply gives `name`, if any.
-fn set_cookie(reply: &Reply, name: &str) -> Option<String> {
+pub(super) fn set_cookie(reply: &Reply, name: &str) -> Option<String> {
     reply
         .headers
         .get_all(header::SET_COOKIE)
@@ -132,7 +132,7 @@ async fn enroll(state: &AppState, cookie: &str) -> (Vec<u8>, Vec<String>, String
 }
 
 /// The password step; returns the challenge cookie.
-async fn password_step(state: &AppState, username: &str) -> String {
+pub(super) async fn password_step(state: &AppState, username: &str) -> String {
     let reply = send(
         &app(state),
         request(

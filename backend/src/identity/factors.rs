@@ -10,11 +10,7 @@
 //! - **Enforced enrollment** (`[mfa] required`, `required_roles`): a session
 //!   whose user must enroll and has not reaches only `/account` pages and
 //!   signing out (see `access::caller`).
-//! - **Re-authentication** (`/reauth`): the password, and the code when the
-//!   user has a second factor, given again; the session is replaced by a
-//!   fresh one whose `authenticated_at` is now. Routes whose permission is
-//!   dangerous need it within `[mfa] reauth_window_secs` (see
-//!   `access::caller`).
+//! - **Re-authentication**: see `reauth`.
 //! - **Reset by an administrator** (`users:reset_factors`): removes the
 //!   user's TOTP and backup codes and ends their sessions.
 //!
@@ -35,10 +31,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{ClientInfo, new_session, session_cookie_header};
-use super::{NewSession, User, store, throttle, totp};
+use super::factor_store::{
+    TotpFactor, begin_totp, challenge, has_second_factor, remove_factors, replace_backup_codes,
+    totp_factor, unused_backup_codes, use_backup_code, use_step,
+};
+use super::reauth::reauth_redirect;
+use super::{User, factor_store, store, throttle, totp};
 use crate::access::{Caller, Permission, Via};
 use crate::audit::{Action, Actor, NewAuditEvent, Outcome};
-use crate::db::{Millis, Result, Row, Tx};
+use crate::db::{Millis, Result, Tx};
 use crate::params;
 use crate::secrets;
 use crate::state::AppState;
@@ -76,8 +77,6 @@ pub fn routes() -> Routes {
             Access::SignedIn,
             factor_remove,
         )
-        .get("/reauth", Access::SignedIn, reauth_form)
-        .post("/reauth", Access::SignedIn, reauth_submit)
         .post(
             "/users/{id}/factors/reset",
             Access::Permission(Permission::UsersResetFactors),
@@ -88,139 +87,6 @@ pub fn routes() -> Routes {
             Access::Permission(Permission::UsersResetFactors),
             reset_api,
         )
-}
-
-// ---------------------------------------------------------------------
-// Storage.
-
-/// A user's authenticator app.
-#[derive(Debug, Clone)]
-pub struct TotpFactor {
-    pub sealed_secret: Vec<u8>,
-    pub created_at: Millis,
-    pub confirmed_at: Option<Millis>,
-    pub last_step: Option<i64>,
-}
-
-pub fn totp_factor(tx: &mut Tx<'_>, user_id: i64) -> Result<Option<TotpFactor>> {
-    tx.query_opt(
-        "SELECT sealed_secret, created_at, confirmed_at, last_step FROM totp_factors WHERE user_id = $1",
-        params![user_id],
-        |row: &Row<'_>| {
-            Ok(TotpFactor {
-                sealed_secret: row.get(0)?,
-                created_at: row.get(1)?,
-                confirmed_at: row.get(2)?,
-                last_step: row.get(3)?,
-            })
-        },
-    )
-}
-
-/// Whether the user has a confirmed second factor.
-pub fn has_second_factor(tx: &mut Tx<'_>, user_id: i64) -> Result<bool> {
-    Ok(totp_factor(tx, user_id)?.is_some_and(|f| f.confirmed_at.is_some()))
-}
-
-/// Starts (or restarts) an enrollment: an unconfirmed seed. Refused (false)
-/// when a confirmed one exists: it is removed first, knowingly.
-fn begin_totp(tx: &mut Tx<'_>, user_id: i64, sealed: &[u8], now: Millis) -> Result<bool> {
-    if totp_factor(tx, user_id)?.is_some_and(|f| f.confirmed_at.is_some()) {
-        return Ok(false);
-    }
-    tx.execute(
-        "DELETE FROM totp_factors WHERE user_id = $1",
-        params![user_id],
-    )?;
-    tx.execute(
-        "INSERT INTO totp_factors (user_id, sealed_secret, created_at) VALUES ($1, $2, $3)",
-        params![user_id, sealed, now],
-    )?;
-    Ok(true)
-}
-
-/// Records that the code of `step` was used; false when that step (or a
-/// later one) was used already, so a code passes once even under a race.
-fn use_step(tx: &mut Tx<'_>, user_id: i64, step: i64, confirm_at: Option<Millis>) -> Result<bool> {
-    Ok(tx.execute(
-        "UPDATE totp_factors SET last_step = $2, confirmed_at = COALESCE(confirmed_at, $3)
-         WHERE user_id = $1 AND (last_step IS NULL OR last_step < $2)",
-        params![user_id, step, confirm_at],
-    )? == 1)
-}
-
-fn replace_backup_codes(
-    tx: &mut Tx<'_>,
-    user_id: i64,
-    codes: &[String],
-    now: Millis,
-) -> Result<()> {
-    tx.execute(
-        "DELETE FROM backup_codes WHERE user_id = $1",
-        params![user_id],
-    )?;
-    for code in codes {
-        tx.execute(
-            "INSERT INTO backup_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)",
-            params![user_id, &secrets::hash_secret(code), now],
-        )?;
-    }
-    Ok(())
-}
-
-/// Uses a backup code; false when it is not one of the user's unused ones.
-fn use_backup_code(tx: &mut Tx<'_>, user_id: i64, code: &str, now: Millis) -> Result<bool> {
-    Ok(tx.execute(
-        "UPDATE backup_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
-        params![user_id, &secrets::hash_secret(code), now],
-    )? == 1)
-}
-
-fn unused_backup_codes(tx: &mut Tx<'_>, user_id: i64) -> Result<i64> {
-    tx.query_one(
-        "SELECT COUNT(*) FROM backup_codes WHERE user_id = $1 AND used_at IS NULL",
-        params![user_id],
-        |row: &Row<'_>| row.get(0),
-    )
-}
-
-/// Removes every second factor of the user. Returns whether there was one.
-pub fn remove_factors(tx: &mut Tx<'_>, user_id: i64) -> Result<bool> {
-    let removed = tx.execute(
-        "DELETE FROM totp_factors WHERE user_id = $1",
-        params![user_id],
-    )?;
-    tx.execute(
-        "DELETE FROM backup_codes WHERE user_id = $1",
-        params![user_id],
-    )?;
-    Ok(removed > 0)
-}
-
-struct Challenge {
-    user_id: i64,
-    failures: i64,
-}
-
-fn challenge(tx: &mut Tx<'_>, id_hash: &[u8], now: Millis) -> Result<Option<Challenge>> {
-    tx.query_opt(
-        "SELECT user_id, failures FROM sign_in_challenges WHERE id_hash = $1 AND expires_at > $2",
-        params![id_hash, now],
-        |row: &Row<'_>| {
-            Ok(Challenge {
-                user_id: row.get(0)?,
-                failures: row.get(1)?,
-            })
-        },
-    )
-}
-
-/// Forgets pending sign-ins that expired (called by the throttle's sweep).
-pub fn forget_expired_challenges(tx: &mut Tx<'_>, now: Millis) -> Result<u64> {
-    tx.execute(
-        "DELETE FROM sign_in_challenges WHERE expires_at <= $1",
-        params![now],
-    )
 }
 
 // ---------------------------------------------------------------------
@@ -308,24 +174,68 @@ fn challenge_cookie(headers: &HeaderMap) -> Option<&str> {
 struct ChallengePage<'a> {
     layout: Layout,
     error: Option<&'a str>,
+    /// The passkey form's options, when the pending user has passkeys.
+    passkey_options: Option<String>,
 }
 
-async fn challenge_form(headers: HeaderMap) -> std::result::Result<Response, WebError> {
+async fn challenge_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> std::result::Result<Response, WebError> {
     if challenge_cookie(&headers).is_none() {
         return Ok(Redirect::to("/login").into_response());
     }
     let page = ChallengePage {
         layout: Layout::anonymous(),
         error: None,
+        passkey_options: second_step_passkey_options(&state, &headers).await?,
     };
     Ok(html(StatusCode::OK, page.render()?))
 }
 
-/// Which kind of code was accepted.
+/// The passkey options of the browser's pending sign-in, when its user has
+/// passkeys.
+async fn second_step_passkey_options(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> std::result::Result<Option<String>, WebError> {
+    let Some(cookie) = challenge_cookie(headers) else {
+        return Ok(None);
+    };
+    let id_hash = secrets::hash_secret(cookie);
+    let now = crate::now_millis();
+    let pending = state
+        .db
+        .read("pending sign-in passkeys", move |tx| {
+            let Some(pending) = challenge(tx, &id_hash, now)? else {
+                return Ok(None);
+            };
+            Ok(Some((
+                pending.user_id,
+                factor_store::passkeys_of(tx, pending.user_id)?,
+            )))
+        })
+        .await?;
+    match pending {
+        Some((user_id, passkeys)) if !passkeys.is_empty() => {
+            Ok(Some(super::passkeys::request_options(
+                state,
+                super::passkeys::Purpose::SecondFactor,
+                user_id,
+                &passkeys,
+                now,
+            )?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Which second factor was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proof {
     Totp,
     BackupCode,
+    Passkey,
 }
 
 impl Proof {
@@ -333,25 +243,24 @@ impl Proof {
         match self {
             Proof::Totp => "totp",
             Proof::BackupCode => "backup_code",
+            Proof::Passkey => "passkey",
         }
     }
 }
 
 /// Checks `code` (a TOTP code or a backup code) for `user_id` and uses it.
 /// `None` when it is not valid (or was used already).
-fn check_code(
+pub(super) fn check_code(
     tx: &mut Tx<'_>,
     state: &AppState,
     user_id: i64,
     code: &str,
     now: Millis,
 ) -> Result<Option<Proof>> {
-    let Some(factor) = totp_factor(tx, user_id)?.filter(|f| f.confirmed_at.is_some()) else {
-        return Ok(None);
-    };
-    if let Some(secret) = state
-        .audit_key
-        .open(&factor.sealed_secret, &seal_context(user_id))
+    if let Some(factor) = totp_factor(tx, user_id)?.filter(|f| f.confirmed_at.is_some())
+        && let Some(secret) = state
+            .audit_key
+            .open(&factor.sealed_secret, &seal_context(user_id))
         && let Some(step) = totp::verify(&secret, code, now, factor.last_step)
     {
         return Ok(use_step(tx, user_id, step, None)?.then_some(Proof::Totp));
@@ -374,18 +283,38 @@ async fn challenge_submit(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> std::result::Result<Response, WebError> {
-    let Some(cookie) = challenge_cookie(&headers) else {
-        return Ok(Redirect::to("/login").into_response());
-    };
     let form = FormFields::parse(&body);
     let code = form.get("code").chars().take(64).collect::<String>();
+    let state2 = state.clone();
+    answer_challenge(&state, &client, &headers, move |tx, user, now| {
+        check_code(tx, &state2, user.id, &code, now)
+    })
+    .await
+}
+
+/// Answers the pending two-step sign-in of the browser's challenge cookie
+/// with `check` (a code, a passkey): inside one transaction, the challenge
+/// and its user are read, the throttle is asked, `check` decides, and
+/// either a session is made or the failure is counted and audited.
+pub(super) async fn answer_challenge<F>(
+    state: &AppState,
+    client: &ClientInfo,
+    headers: &HeaderMap,
+    check: F,
+) -> std::result::Result<Response, WebError>
+where
+    F: FnOnce(&mut Tx<'_>, &User, Millis) -> Result<Option<Proof>> + Send + 'static,
+{
+    let Some(cookie) = challenge_cookie(headers) else {
+        return Ok(Redirect::to("/login").into_response());
+    };
     let id_hash = secrets::hash_secret(cookie);
     let now = crate::now_millis();
     let max_failures = i64::from(state.config.mfa.max_code_failures);
     let policy = state.config.sign_in.clone();
     // Made before the transaction: used only if the code is right.
     // Its user is known once the challenge is read.
-    let (new_cookie, new_session_row) = new_session(&state, 0, &client, now)?;
+    let (new_cookie, new_session_row) = new_session(state, 0, client, now)?;
     let outcome = {
         let state2 = state.clone();
         let client = client.clone();
@@ -421,7 +350,7 @@ async fn challenge_submit(
                     )
                     .from_client(client.ip.clone(), client.user_agent.clone())
                 };
-                match check_code(tx, &state2, user.id, &code, now)? {
+                match check(tx, &user, now)? {
                     Some(proof) => {
                         tx.execute(
                             "DELETE FROM sign_in_challenges WHERE id_hash = $1",
@@ -429,21 +358,13 @@ async fn challenge_submit(
                         )?;
                         throttle::record_success(tx, &keys)?;
                         let cookie = new_cookie.clone();
-                        let session = NewSession {
-                            user_id: user.id,
-                            ..new_session_row.clone()
-                        };
-                        store::create_session(tx, &session)?;
-                        crate::audit::store::append(
+                        super::login::record_sign_in(
                             tx,
-                            &NewAuditEvent::new(
-                                now,
-                                Actor::User(user.username.clone()),
-                                Action::AuthLogin,
-                                Outcome::Success,
-                            )
-                            .from_client(client.ip.clone(), client.user_agent.clone())
-                            .details(serde_json::json!({ "second_factor": proof.as_str() })),
+                            &new_session_row,
+                            &user,
+                            &client,
+                            now,
+                            serde_json::json!({ "second_factor": proof.as_str() }),
                         )?;
                         let left = if proof == Proof::BackupCode {
                             Some(unused_backup_codes(tx, user.id)?)
@@ -497,7 +418,14 @@ async fn challenge_submit(
         }
         ChallengeOutcome::Held(refusal) => {
             let message = refusal.message(now);
-            challenge_page(StatusCode::TOO_MANY_REQUESTS, &message, true)
+            challenge_page(
+                state,
+                headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                &message,
+                true,
+            )
+            .await
         }
         ChallengeOutcome::Wrong { ended, locked } => {
             let message = match locked {
@@ -506,10 +434,13 @@ async fn challenge_submit(
                 None => CODE_FAILED.to_owned(),
             };
             challenge_page(
+                state,
+                headers,
                 StatusCode::UNAUTHORIZED,
                 &message,
                 ended || locked.is_some(),
             )
+            .await
         }
         ChallengeOutcome::Passed {
             cookie,
@@ -517,7 +448,7 @@ async fn challenge_submit(
             backup_codes_left,
         } => {
             tracing::info!(user = %user.username, "login with a second factor");
-            let next = if super::account_http::password_change_due(&state, &user, now) {
+            let next = if super::account_http::password_change_due(state, &user, now) {
                 "/account".to_owned()
             } else if let Some(left) = backup_codes_left {
                 format!("/account/second-factor?backup_codes_left={left}")
@@ -547,14 +478,22 @@ enum ChallengeOutcome {
     },
 }
 
-fn challenge_page(
+async fn challenge_page(
+    state: &AppState,
+    headers: &HeaderMap,
     status: StatusCode,
     message: &str,
     ended: bool,
 ) -> std::result::Result<Response, WebError> {
+    let passkey_options = if ended {
+        None
+    } else {
+        second_step_passkey_options(state, headers).await?
+    };
     let page = ChallengePage {
         layout: Layout::anonymous(),
         error: Some(message),
+        passkey_options,
     };
     let mut response = html(status, page.render()?);
     if ended {
@@ -582,17 +521,34 @@ struct FactorsPage {
     backup_codes_left: i64,
     notice: Option<String>,
     error: Option<&'static str>,
+    passkeys: Vec<PasskeyRow>,
+    /// Whether a passkey may sign in without the password.
+    passwordless: bool,
+    /// The registration form's options: only with a recent sign-in (else
+    /// the page links to `/reauth`).
+    passkey_options: Option<String>,
+}
+
+/// A passkey as the factors page lists it.
+struct PasskeyRow {
+    id: String,
+    name: String,
+    created: String,
+    last_used: String,
 }
 
 #[derive(Deserialize, Default)]
 struct FactorsQuery {
     backup_codes_left: Option<i64>,
     done: Option<String>,
+    passkey_error: Option<String>,
 }
 
 /// The signed-in user of a browser session, when they last proved who they
 /// are, and the session's id hash (replaced at a privilege change).
-fn signed_in_user(caller: &Caller) -> std::result::Result<(User, Millis, Vec<u8>), WebError> {
+pub(super) fn signed_in_user(
+    caller: &Caller,
+) -> std::result::Result<(User, Millis, Vec<u8>), WebError> {
     match (&caller.via, &caller.user) {
         (
             Via::Session {
@@ -613,6 +569,7 @@ struct FactorState {
     pending: Option<TotpFactor>,
     required: bool,
     backup_codes_left: i64,
+    passkeys: Vec<factor_store::Passkey>,
 }
 
 async fn factor_state(state: &AppState, user: &User) -> std::result::Result<FactorState, WebError> {
@@ -626,6 +583,7 @@ async fn factor_state(state: &AppState, user: &User) -> std::result::Result<Fact
                 pending: factor.filter(|f| f.confirmed_at.is_none()),
                 required: enrollment_required(tx, &state2, &user)?,
                 backup_codes_left: unused_backup_codes(tx, user.id)?,
+                passkeys: factor_store::passkeys_of(tx, user.id)?,
             })
         })
         .await?)
@@ -643,14 +601,44 @@ async fn factors_page(
             if left == 1 { "" } else { "s" }
         )),
         (_, Some("removed")) => Some("Your authenticator app was removed.".to_owned()),
+        (_, Some("passkey_removed")) => Some("Your passkey was removed.".to_owned()),
         _ => None,
     };
+    let error = q
+        .passkey_error
+        .as_deref()
+        .and_then(super::passkeys::Problem::from_code)
+        .map(super::passkeys::Problem::message);
     render_factors(
         &state,
         &caller,
         &user,
         Shown {
             notice,
+            error,
+            ..Shown::default()
+        },
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// The factors page right after a passkey was added: the notice, and the
+/// backup codes when the passkey was the account's first factor.
+pub(super) async fn render_passkey_added(
+    state: &AppState,
+    caller: &Caller,
+    user: &User,
+    backup_codes: Vec<String>,
+    notice: String,
+) -> std::result::Result<Response, WebError> {
+    render_factors(
+        state,
+        caller,
+        user,
+        Shown {
+            backup_codes,
+            notice: Some(notice),
             ..Shown::default()
         },
         StatusCode::OK,
@@ -693,8 +681,36 @@ async fn render_factors(
         }
         None => (None, String::new()),
     };
+    let now = crate::now_millis();
+    let recent = signed_in_user(caller)
+        .is_ok_and(|(_, authenticated_at, _)| recently_authenticated(state, authenticated_at, now));
+    let passkey_options = if recent {
+        Some(super::passkeys::creation_options(
+            state,
+            user,
+            &now_state.passkeys,
+            now,
+        )?)
+    } else {
+        None
+    };
+    let passkeys = now_state
+        .passkeys
+        .iter()
+        .map(|p| PasskeyRow {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            created: crate::web::format::utc(p.created_at),
+            last_used: p
+                .last_used_at
+                .map_or_else(|| "never".to_owned(), crate::web::format::utc),
+        })
+        .collect();
     let page = FactorsPage {
         layout: Layout::for_caller(caller),
+        passkeys,
+        passwordless: state.config.passkeys.passwordless,
+        passkey_options,
         enrolled: now_state.enrolled,
         required: now_state.required,
         qr_svg,
@@ -885,7 +901,7 @@ async fn backup_codes_regenerate(
 }
 
 /// Removes one's own authenticator app; needs a recent sign-in, and is
-/// refused when the policy requires a second factor.
+/// refused when the policy requires a second factor and no passkey is left.
 async fn factor_remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -902,10 +918,12 @@ async fn factor_remove(
     let removed = state
         .db
         .write("remove factor", move |tx| {
-            if enrollment_required(tx, &state2, &user2)? {
+            if enrollment_required(tx, &state2, &user2)?
+                && factor_store::count_passkeys(tx, user2.id)? == 0
+            {
                 return Ok(false);
             }
-            let had = remove_factors(tx, user2.id)?;
+            let had = factor_store::remove_totp(tx, user2.id)?;
             if had {
                 crate::audit::store::append(tx, &event)?;
             }
@@ -918,7 +936,9 @@ async fn factor_remove(
             &caller,
             &user,
             Shown {
-                error: Some("Your role requires a second factor: it cannot be removed."),
+                error: Some(
+                    "Your role requires a second factor: add a passkey before you remove the app.",
+                ),
                 ..Shown::default()
             },
             StatusCode::FORBIDDEN,
@@ -926,169 +946,6 @@ async fn factor_remove(
         .await;
     }
     Ok(Redirect::to("/account/second-factor?done=removed").into_response())
-}
-
-// ---------------------------------------------------------------------
-// Re-authentication.
-
-/// Where the browser goes to prove itself again before `next`.
-pub fn reauth_redirect(next: &str) -> Response {
-    let next: String = form_urlencoded::byte_serialize(local_path(next).as_bytes()).collect();
-    Redirect::to(&format!("/reauth?next={next}")).into_response()
-}
-
-/// `next` if it is a path on this site, else the hosts page (no open
-/// redirect).
-fn local_path(next: &str) -> &str {
-    if next.starts_with('/')
-        && !next.starts_with("//")
-        && !next.contains('\\')
-        && !next.chars().any(char::is_control)
-    {
-        next
-    } else {
-        "/hosts"
-    }
-}
-
-#[derive(Template)]
-#[template(path = "identity/templates/reauth.html")]
-struct ReauthPage<'a> {
-    layout: Layout,
-    next: &'a str,
-    needs_code: bool,
-    error: Option<&'a str>,
-}
-
-#[derive(Deserialize, Default)]
-struct ReauthQuery {
-    next: Option<String>,
-}
-
-async fn reauth_form(
-    State(state): State<AppState>,
-    caller: Caller,
-    Query(q): Query<ReauthQuery>,
-) -> std::result::Result<Response, WebError> {
-    let (user, ..) = signed_in_user(&caller)?;
-    let user_id = user.id;
-    let needs_code = state
-        .db
-        .read("has factor", move |tx| has_second_factor(tx, user_id))
-        .await?;
-    let page = ReauthPage {
-        layout: Layout::for_caller(&caller),
-        next: local_path(q.next.as_deref().unwrap_or("/hosts")),
-        needs_code,
-        error: None,
-    };
-    Ok(html(StatusCode::OK, page.render()?))
-}
-
-async fn reauth_submit(
-    State(state): State<AppState>,
-    caller: Caller,
-    body: axum::body::Bytes,
-) -> std::result::Result<Response, WebError> {
-    let (user, _, old) = signed_in_user(&caller)?;
-    let form = FormFields::parse(&body);
-    let next = local_path(form.get("next")).to_owned();
-    let password = form.get("password").to_owned();
-    let code = form.get("code").chars().take(64).collect::<String>();
-    let now = crate::now_millis();
-    let policy = state.config.sign_in.clone();
-    let keys = throttle::Keys::new(
-        &state.audit_key,
-        &user.username,
-        caller.client.ip.as_deref(),
-    );
-    let user_id = user.id;
-    let (needs_code, held) = {
-        let (policy, keys) = (policy.clone(), keys.clone());
-        state
-            .db
-            .read("reauth check", move |tx| {
-                Ok((
-                    has_second_factor(tx, user_id)?,
-                    throttle::check(tx, &policy, &keys, now)?,
-                ))
-            })
-            .await?
-    };
-    let render = |status: StatusCode, error: &str| -> std::result::Result<Response, WebError> {
-        let page = ReauthPage {
-            layout: Layout::for_caller(&caller),
-            next: &next,
-            needs_code,
-            error: Some(error),
-        };
-        Ok(html(status, page.render()?))
-    };
-    if let Some(refusal) = held {
-        return render(StatusCode::TOO_MANY_REQUESTS, &refusal.message(now));
-    }
-    let permit = state
-        .hashing
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(WebError::internal)?;
-    let stored = user.password_hash.clone();
-    let password_ok = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        secrets::verify_password(&password, &stored)
-    })
-    .await
-    .map_err(WebError::internal)?;
-    let (cookie, session) = new_session(&state, user_id, &caller.client, now)?;
-    let (state2, keys2) = (state.clone(), keys.clone());
-    let ok_event = caller.event(now, Action::Reauthenticate, Outcome::Success);
-    let bad_event = caller.event(now, Action::Reauthenticate, Outcome::Failure);
-    let passed = state
-        .db
-        .write("reauthenticate", move |tx| {
-            let proof = if !password_ok {
-                None
-            } else if needs_code {
-                check_code(tx, &state2, user_id, &code, now)?.map(|p| p.as_str())
-            } else {
-                Some("password")
-            };
-            let Some(proof) = proof else {
-                throttle::record_failure(tx, &policy, &keys2, now)?;
-                crate::audit::store::append(
-                    tx,
-                    &bad_event.clone().details(serde_json::json!({
-                        "reason": if password_ok { "wrong_code" } else { "wrong_password" }
-                    })),
-                )?;
-                return Ok(false);
-            };
-            throttle::record_success(tx, &keys2)?;
-            store::delete_session(tx, &old)?;
-            store::create_session(tx, &session)?;
-            crate::audit::store::append(
-                tx,
-                &ok_event
-                    .clone()
-                    .details(serde_json::json!({ "proof": proof })),
-            )?;
-            Ok(true)
-        })
-        .await?;
-    if !passed {
-        let message = if needs_code {
-            "The password or the code is not right."
-        } else {
-            "The password is not right."
-        };
-        return render(StatusCode::UNAUTHORIZED, message);
-    }
-    let mut response = Redirect::to(&next).into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie_header(&cookie)?);
-    Ok(response)
 }
 
 // ---------------------------------------------------------------------

@@ -36,11 +36,13 @@ pub fn routes() -> Routes {
 
 #[derive(Template)]
 #[template(path = "identity/templates/login.html")]
-struct LoginPage<'a> {
-    layout: Layout,
-    username: &'a str,
-    error: Option<&'a str>,
-    request_id: Option<String>,
+pub(super) struct LoginPage<'a> {
+    pub layout: Layout,
+    pub username: &'a str,
+    pub error: Option<&'a str>,
+    pub request_id: Option<String>,
+    /// A passwordless passkey sign-in's options, when the policy allows one.
+    pub passkey_options: Option<String>,
 }
 
 async fn login_form(
@@ -59,6 +61,7 @@ async fn login_form(
         username: "",
         error: None,
         request_id: None,
+        passkey_options: super::passkeys::sign_in_options(&state)?,
     };
     Ok(html(StatusCode::OK, page.render()?))
 }
@@ -127,6 +130,7 @@ async fn login_submit(
             username: &username,
             error: Some(&message),
             request_id: Some(request_id.to_string()),
+            passkey_options: super::passkeys::sign_in_options(&state)?,
         };
         let mut response = html(StatusCode::TOO_MANY_REQUESTS, page.render()?);
         let secs = ((refusal.until() - now).max(0) + 999) / 1000;
@@ -161,6 +165,7 @@ async fn login_submit(
                 username: &username,
                 error: Some(SIGN_IN_BUSY),
                 request_id: Some(request_id.to_string()),
+                passkey_options: super::passkeys::sign_in_options(&state)?,
             };
             let mut response = html(StatusCode::SERVICE_UNAVAILABLE, page.render()?);
             response
@@ -247,6 +252,7 @@ async fn login_submit(
                 username: &username,
                 error: Some(&message),
                 request_id: Some(request_id.to_string()),
+                passkey_options: super::passkeys::sign_in_options(&state)?,
             };
             return Ok(html(StatusCode::UNAUTHORIZED, page.render()?));
         }
@@ -258,7 +264,7 @@ async fn login_submit(
     if state
         .db
         .read("has second factor", move |tx| {
-            super::factors::has_second_factor(tx, user_id)
+            super::factor_store::has_second_factor(tx, user_id)
         })
         .await?
     {
@@ -282,9 +288,50 @@ async fn login_submit(
         })
         .await?;
     tracing::info!(user = %user.username, "login");
+    signed_in(&state, &user, &cookie, now)
+}
 
-    // A password someone else set is replaced first.
-    let next = if super::account_http::password_change_due(&state, &user, now) {
+/// Inside the transaction of a sign-in that passed (a second factor, a
+/// passkey): `user`'s new session and its audit event, whose details say
+/// how.
+pub(super) fn record_sign_in(
+    tx: &mut crate::db::Tx<'_>,
+    session: &super::NewSession,
+    user: &super::User,
+    client: &ClientInfo,
+    now: crate::db::Millis,
+    how: serde_json::Value,
+) -> crate::db::Result<()> {
+    store::create_session(
+        tx,
+        &super::NewSession {
+            user_id: user.id,
+            ..session.clone()
+        },
+    )?;
+    crate::audit::store::append(
+        tx,
+        &crate::audit::NewAuditEvent::new(
+            now,
+            crate::audit::Actor::User(user.username.clone()),
+            crate::audit::Action::AuthLogin,
+            Outcome::Success,
+        )
+        .from_client(client.ip.clone(), client.user_agent.clone())
+        .details(how),
+    )?;
+    Ok(())
+}
+
+/// Where a browser that just signed in goes, with its session cookie: the
+/// password page first when the password must be replaced.
+pub(super) fn signed_in(
+    state: &AppState,
+    user: &super::User,
+    cookie: &str,
+    now: crate::db::Millis,
+) -> Result<Response, WebError> {
+    let next = if super::account_http::password_change_due(state, user, now) {
         "/account"
     } else {
         "/hosts"
@@ -292,7 +339,7 @@ async fn login_submit(
     let mut response = Redirect::to(next).into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie_header(&cookie)?);
+        .insert(header::SET_COOKIE, session_cookie_header(cookie)?);
     Ok(response)
 }
 

@@ -7,6 +7,10 @@
 //!   token); [`crate::access::authorize`] turns them into a caller;
 //! - [`login`]: the sign-in and sign-out pages;
 //! - [`cli`]: `user create`, `api-token create`.
+//! - [`password`], [`throttle`]: the password policy, sign-in throttling;
+//! - [`factors`], [`totp`], [`passkeys`], [`webauthn`], [`factor_store`]:
+//!   second factors (authenticator app, backup codes, passkeys) and the
+//!   two-step sign-in; [`reauth`]: proving it is you again.
 //!
 //! What a user may do is in [`crate::access`] (roles and their assignments).
 //!
@@ -19,9 +23,12 @@ use crate::db::Millis;
 pub mod account_http;
 pub mod auth;
 pub mod cli;
+pub mod factor_store;
 pub mod factors;
 pub mod login;
+pub mod passkeys;
 pub mod password;
+pub mod reauth;
 pub mod store;
 pub mod throttle;
 pub mod totp;
@@ -29,9 +36,14 @@ pub mod totp;
 #[cfg(test)]
 mod factor_tests;
 #[cfg(test)]
+mod passkey_tests;
+#[cfg(test)]
 mod sign_in_tests;
 pub mod tokens_http;
 pub mod users_http;
+pub mod webauthn;
+#[cfg(test)]
+mod webauthn_tests;
 
 #[derive(Debug, Clone)]
 pub struct NewUser {

@@ -255,7 +255,7 @@ pub async fn run(state: crate::state::AppState) {
             .db
             .write("forget stale sign-in failures", move |tx| {
                 forget_stale(tx, &policy, now)?;
-                super::factors::forget_expired_challenges(tx, now)
+                super::factor_store::forget_expired_challenges(tx, now)
             })
             .await
         {

@@ -323,7 +323,7 @@ async fn create_form(
         })
         .collect::<Result<BTreeSet<_>, _>>()?;
     if !may_carry_dangerous(&state, &caller, &permissions) {
-        return Ok(super::factors::reauth_redirect("/tokens"));
+        return Ok(super::reauth::reauth_redirect("/tokens"));
     }
     let days = match form.opt("expires_in_days") {
         None => None,

@@ -26,7 +26,11 @@ pub async fn require_same_origin(req: Request, next: Next) -> Response {
     let exempt = headers.contains_key(header::AUTHORIZATION);
     let browser_form = matches!(
         req.uri().path(),
-        "/login" | "/logout" | "/login/second-factor"
+        "/login"
+            | "/logout"
+            | "/login/second-factor"
+            | "/login/passkey"
+            | "/login/second-factor/passkey"
     );
     if unsafe_method && !exempt && (browser_form || session_cookie(headers).is_some()) {
         let host = headers

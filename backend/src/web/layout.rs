@@ -30,6 +30,7 @@ const NAV: &[(&str, &str, Permission)] = &[
 /// What the frame around every page needs.
 pub struct Layout {
     pub css_href: &'static str,
+    pub js_href: &'static str,
     /// The signed-in user, if any (shows the navigation and sign-out).
     pub username: Option<String>,
     pub nav: Vec<NavLink>,
@@ -39,6 +40,7 @@ impl Layout {
     pub fn anonymous() -> Self {
         Layout {
             css_href: super::stylesheet_href(),
+            js_href: super::script_href(),
             username: None,
             nav: Vec::new(),
         }
@@ -47,6 +49,7 @@ impl Layout {
     pub fn for_caller(caller: &Caller) -> Self {
         Layout {
             css_href: super::stylesheet_href(),
+            js_href: super::script_href(),
             username: caller.username().map(str::to_owned),
             nav: NAV
                 .iter()

@@ -46,6 +46,8 @@ pub use routes::{Access, RouteInfo, Routes};
 
 /// The stylesheet, embedded in the binary.
 const APP_CSS: &str = include_str!("static/app.css");
+/// The pages' progressive enhancements (passkeys), embedded in the binary.
+const APP_JS: &str = include_str!("static/app.js");
 
 /// The id of one HTTP request: in the `x-request-id` header, the tracing
 /// span and every error shown to a user.
@@ -63,12 +65,15 @@ pub fn all_routes() -> Routes {
     Routes::new()
         .get("/healthz", Access::Public, healthz)
         .get("/static/app.css", Access::Public, stylesheet)
+        .get("/static/app.js", Access::Public, script)
         .merge(openapi::routes())
         .merge(crate::identity::login::routes())
         .merge(crate::identity::users_http::routes())
         .merge(crate::identity::tokens_http::routes())
         .merge(crate::identity::account_http::routes())
         .merge(crate::identity::factors::routes())
+        .merge(crate::identity::passkeys::routes())
+        .merge(crate::identity::reauth::routes())
         .merge(crate::access::http::routes())
         .merge(crate::hosts::ui::routes())
         .merge(crate::hosts::api::routes())
@@ -111,17 +116,34 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
-/// The address pages link the stylesheet with: the query string changes with
-/// the content, so the year-long cache never serves an old stylesheet.
-pub(crate) fn stylesheet_href() -> &'static str {
-    static HREF: OnceLock<String> = OnceLock::new();
-    HREF.get_or_init(|| {
-        let digest = ring::digest::digest(&ring::digest::SHA256, APP_CSS.as_bytes());
-        format!("/static/app.css?v={}", hex::encode(&digest.as_ref()[..8]))
-    })
+async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        APP_JS,
+    )
 }
 
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+/// The address pages link a static file with: the query string changes
+/// with the content, so the year-long cache never serves an old one.
+fn versioned_href(path: &str, content: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, content.as_bytes());
+    format!("{path}?v={}", hex::encode(&digest.as_ref()[..8]))
+}
+
+pub(crate) fn stylesheet_href() -> &'static str {
+    static HREF: OnceLock<String> = OnceLock::new();
+    HREF.get_or_init(|| versioned_href("/static/app.css", APP_CSS))
+}
+
+pub(crate) fn script_href() -> &'static str {
+    static HREF: OnceLock<String> = OnceLock::new();
+    HREF.get_or_init(|| versioned_href("/static/app.js", APP_JS))
+}
+
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The outermost middleware: request id and tracing span, error bodies,

@@ -271,6 +271,23 @@ impl Reply {
     pub fn request_id(&self) -> &str {
         self.header("x-request-id")
     }
+
+    /// The body with what is fresh on every page masked (the request id,
+    /// passkey challenges) and `name` replaced, so that two answers can be
+    /// compared for what they tell.
+    pub fn normalized(&self, name: &str) -> String {
+        let body = self
+            .body
+            .replace(self.request_id(), "ID")
+            .replace(name, "NAME");
+        body.split("data-options=\"")
+            .enumerate()
+            .map(|(i, part)| match (i, part.split_once('"')) {
+                (0, _) | (_, None) => part.to_owned(),
+                (_, Some((_, rest))) => format!("data-options=\"OPTIONS\"{rest}"),
+            })
+            .collect()
+    }
 }
 
 pub async fn send(app: &Router, request: Request<Body>) -> Reply {

@@ -75,7 +75,7 @@ async fn enroll(browser: &Browser) -> (Vec<u8>, i64, Vec<String>) {
     (secret, step, backup_codes)
 }
 
-async fn sign_out(browser: &Browser) {
+pub async fn sign_out(browser: &Browser) {
     browser.click("form.logout button[type=submit]").await;
     browser.wait_path("/login").await;
 }

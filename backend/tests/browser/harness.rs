@@ -7,12 +7,25 @@
 //! skips, or fails under `CI=true`. Each [`Browser`] is a fresh headless
 //! chromium with a profile and a download directory of its own, that
 //! resolves no name but loopback, so nothing leaves the machine.
+//!
+//! Passkeys: a [`Browser`] opened at [`Address::Localhost`] can be given a
+//! virtual authenticator ([`Browser::add_virtual_authenticator`]), which
+//! answers `navigator.credentials.create()` and `.get()` at once, as a
+//! person who touched the sensor would. Checked on chromium 156: the
+//! backend's certificate, which this profile does not trust, is no obstacle
+//! (chromium skips its "WebAuthn is not supported on sites with TLS
+//! certificate errors" check while a virtual authenticator is attached, and
+//! `acceptInsecureCerts` already keeps the page free of certificate errors),
+//! so no extra switch is needed; but an IP address is never a relying
+//! party id ("SecurityError: This is an invalid domain."), hence `localhost`.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::http::Method;
 use fantoccini::elements::Element;
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use palisade_testkit::webdriver::{self, Chromedriver};
 
@@ -75,6 +88,47 @@ impl Driver {
     }
 }
 
+/// The name a browser reaches the backend by; the backend's certificate
+/// names both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// `https://127.0.0.1:PORT`, the address the backend listens on.
+    Ip,
+    /// `https://localhost:PORT`, a domain: what a passkey test needs, since
+    /// WebAuthn refuses an IP address as relying party id.
+    Localhost,
+}
+
+/// A WebDriver extension command of the Web Authentication API
+/// (<https://w3c.github.io/webauthn/#sctn-automation>), which fantoccini
+/// has no method for: `path` is under `/session/{id}/webauthn/`.
+#[derive(Debug)]
+struct WebAuthnCommand {
+    method: Method,
+    path: String,
+    body: Option<serde_json::Value>,
+}
+
+impl WebDriverCompatibleCommand for WebAuthnCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        // fantoccini's client has a session from `connect` to `close`, and
+        // a `Browser` issues commands only in between.
+        let session = session_id.expect("a WebDriver session");
+        base_url.join(&format!("session/{session}/webauthn/{}", self.path))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (Method, Option<String>) {
+        (
+            self.method.clone(),
+            self.body.as_ref().map(serde_json::Value::to_string),
+        )
+    }
+}
+
 /// A headless chromium signed in to nothing yet, looking at one backend.
 pub struct Browser {
     client: Client,
@@ -86,9 +140,14 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Opens a fresh browser for `backend`; `user_agent` tells its sessions
-    /// apart on the account page.
-    pub async fn open(driver: &Driver, backend: &Backend, user_agent: &str) -> Browser {
+    /// Opens a fresh browser for `backend`, which it reaches at `address`;
+    /// `user_agent` tells its sessions apart on the account page.
+    pub async fn open(
+        driver: &Driver,
+        backend: &Backend,
+        user_agent: &str,
+        address: Address,
+    ) -> Browser {
         let profile = tempfile::tempdir().expect("profile directory");
         let downloads = tempfile::tempdir().expect("download directory");
         let mut args = vec![
@@ -143,9 +202,13 @@ impl Browser {
             .await
             .unwrap_or_else(|e| panic!("a chromium session from {}: {e}", driver.url));
         let session = client.session_id().await.expect("the session id");
+        let base = match address {
+            Address::Ip => format!("https://{}", backend.addr),
+            Address::Localhost => format!("https://localhost:{}", backend.addr.port()),
+        };
         Browser {
             client,
-            base: format!("https://{}", backend.addr),
+            base,
             webdriver: driver.url.clone(),
             session,
             downloads,
@@ -388,6 +451,87 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Attaches a virtual authenticator to the browser's tab and returns its
+    /// id: a platform authenticator (CTAP2, transport `internal`) that keeps
+    /// discoverable credentials, verifies the user and consents to every
+    /// request at once. Attach it before or after opening the page that
+    /// uses it; it stays through navigations in the tab.
+    pub async fn add_virtual_authenticator(&self) -> String {
+        let id = self
+            .webauthn(
+                Method::POST,
+                "authenticator".to_owned(),
+                Some(serde_json::json!({
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": true,
+                    "hasUserVerification": true,
+                    "isUserConsenting": true,
+                    "isUserVerified": true,
+                })),
+            )
+            .await;
+        match id {
+            serde_json::Value::String(id) => id,
+            other => panic!("adding a virtual authenticator answered {other}"),
+        }
+    }
+
+    /// The credentials `authenticator` holds, as WebDriver describes them:
+    /// `credentialId`, `rpId`, `userHandle` (base64url), `signCount` (the
+    /// counter after the last ceremony: 1 after `create()`, one more per
+    /// `get()`), `isResidentCredential`, `privateKey` (PKCS#8, base64url),
+    /// `userName`, `userDisplayName`, `backupEligibility`, `backupState`.
+    pub async fn virtual_credentials(&self, authenticator: &str) -> Vec<serde_json::Value> {
+        let credentials = self
+            .webauthn(
+                Method::GET,
+                format!("authenticator/{authenticator}/credentials"),
+                None,
+            )
+            .await;
+        match credentials {
+            serde_json::Value::Array(credentials) => credentials,
+            other => panic!("the credentials of {authenticator} were answered as {other}"),
+        }
+    }
+
+    /// Whether `authenticator` reports the user verified from now on: when
+    /// not, chromium fails the ceremony in the page (`NotAllowedError`),
+    /// as when a person does not pass the fingerprint or PIN check.
+    pub async fn set_user_verified(&self, authenticator: &str, verified: bool) {
+        self.webauthn(
+            Method::POST,
+            format!("authenticator/{authenticator}/uv"),
+            Some(serde_json::json!({ "isUserVerified": verified })),
+        )
+        .await;
+    }
+
+    /// Detaches `authenticator`, with its credentials: the browser has no
+    /// passkey any more (as on another device).
+    pub async fn remove_virtual_authenticator(&self, authenticator: &str) {
+        self.webauthn(
+            Method::DELETE,
+            format!("authenticator/{authenticator}"),
+            None,
+        )
+        .await;
+    }
+
+    async fn webauthn(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let what = format!("{method} webauthn/{path}");
+        self.client
+            .issue_cmd(WebAuthnCommand { method, path, body })
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 
     /// Ends the WebDriver session (the browser exits).

@@ -12,6 +12,11 @@
 //!   and backup codes, enrollment required by role, re-authentication
 //!   before a dangerous operation (issue 10).
 //!
+//! - `passkeys`: a passkey registered in chromium's virtual authenticator,
+//!   then used for the second step, for a sign-in without the password and
+//!   to confirm a dangerous operation; a failed user verification
+//!   (issue 10).
+//!
 //! See `harness` for where the browser comes from and when a test skips.
 
 #[path = "../support/mod.rs"]
@@ -20,9 +25,10 @@ mod support;
 mod access;
 mod factors;
 mod harness;
+mod passkeys;
 mod sign_in;
 
-use harness::{Browser, Driver};
+use harness::{Address, Browser, Driver};
 use support::{Backend, enroll};
 
 /// A backend and a WebDriver server for one test.
@@ -79,8 +85,14 @@ impl Site {
             .to_owned()
     }
 
-    /// A fresh browser on this backend.
+    /// A fresh browser on this backend, at `https://127.0.0.1:PORT`.
     pub async fn browser(&self, user_agent: &str) -> Browser {
-        Browser::open(&self.driver, &self.backend, user_agent).await
+        self.browser_at(user_agent, Address::Ip).await
+    }
+
+    /// A fresh browser on this backend at `address`: [`Address::Localhost`]
+    /// for passkeys.
+    pub async fn browser_at(&self, user_agent: &str, address: Address) -> Browser {
+        Browser::open(&self.driver, &self.backend, user_agent, address).await
     }
 }
