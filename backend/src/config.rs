@@ -78,6 +78,13 @@ impl Config {
     }
 }
 
+/// `https://host[:port]`, nothing after (an origin as browsers write it).
+fn is_https_origin(origin: &str) -> bool {
+    origin.strip_prefix("https://").is_some_and(|rest| {
+        !rest.is_empty() && !rest.contains(['/', '@', '?', '#']) && !rest.ends_with(':')
+    })
+}
+
 /// A DNS name (what a relying party id must be), not an address.
 fn is_domain_name(name: &str) -> bool {
     !name.is_empty()
@@ -431,12 +438,7 @@ impl Config {
                 message: format!("{rp_id:?} is not a domain name"),
             });
         }
-        if let Some(bad) = self
-            .passkeys
-            .origins
-            .iter()
-            .find(|o| !o.starts_with("https://"))
-        {
+        if let Some(bad) = self.passkeys.origins.iter().find(|o| !is_https_origin(o)) {
             return Err(ConfigError::Invalid {
                 key: "passkeys.origins",
                 message: format!("{bad:?} is not an https:// origin"),
@@ -510,5 +512,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_relying_party_follows_the_server_names_and_origins_are_checked() {
+        let c = Config::parse(
+            "listen = \"0.0.0.0:8443\"\n[tls]\nserver_names = [\"10.0.0.5\", \"palisade.example.com\"]\n",
+        )
+        .expect("valid config");
+        let rp = c.relying_party();
+        assert_eq!(
+            rp.id, "palisade.example.com",
+            "an address is no relying party"
+        );
+        assert_eq!(
+            rp.origins,
+            [
+                "https://palisade.example.com",
+                "https://palisade.example.com:8443"
+            ]
+        );
+        assert_eq!(Config::default().relying_party().id, "localhost");
+        for bad in [
+            "http://palisade.example.com",
+            "https://palisade.example.com/",
+            "https://user@palisade.example.com",
+            "https://",
+        ] {
+            let mut c = Config::default();
+            c.passkeys.origins = vec![bad.to_owned()];
+            assert!(c.validate().is_err(), "{bad} accepted");
+        }
+        let mut c = Config::default();
+        c.passkeys.rp_id = Some("10.0.0.5".to_owned());
+        assert!(c.validate().is_err(), "an address as rp_id accepted");
+        c.passkeys.rp_id = Some("palisade.example.com".to_owned());
+        c.passkeys.origins = vec!["https://palisade.example.com:9443".to_owned()];
+        c.validate().expect("valid passkey settings");
     }
 }

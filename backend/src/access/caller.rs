@@ -176,6 +176,7 @@ pub async fn authorize(access: Access, mut req: Request, next: Next) -> Response
     if let (Via::Session { .. }, Some(user)) = (&caller.via, &caller.user)
         && (mfa.required || !mfa.required_roles.is_empty())
         && !req.uri().path().starts_with("/account")
+        && !req.uri().path().starts_with("/reauth")
     {
         let (state2, user2) = (state.clone(), user.clone());
         let missing = state

@@ -503,12 +503,18 @@ async fn reset_password(
             };
             store::set_password(tx, id, &hash, false, keep, now)?;
             let ended = store::end_sessions(tx, id, None)?;
+            // A passkey signs in without the password: one someone else
+            // added must not survive the reset that locks them out.
+            let passkeys = super::factor_store::remove_passkeys(tx, id)?;
             crate::audit::store::append(
                 tx,
                 &event
                     .clone()
                     .target(user.username.clone())
-                    .details(serde_json::json!({ "sessions_ended": ended })),
+                    .details(serde_json::json!({
+                        "sessions_ended": ended,
+                        "passkeys_removed": passkeys,
+                    })),
             )?;
             Ok(Some(user.username))
         })

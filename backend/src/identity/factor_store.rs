@@ -261,6 +261,14 @@ pub(super) fn remove_passkey(tx: &mut Tx<'_>, user_id: i64, id: &str) -> Result<
     Ok(removed > 0)
 }
 
+/// Removes all the user's passkeys (and the backup codes when no factor is
+/// left); returns how many there were.
+pub(super) fn remove_passkeys(tx: &mut Tx<'_>, user_id: i64) -> Result<u64> {
+    let removed = tx.execute("DELETE FROM passkeys WHERE user_id = $1", params![user_id])?;
+    forget_orphan_backup_codes(tx, user_id)?;
+    Ok(removed)
+}
+
 /// Records that a passkey challenge was answered; false when it was
 /// answered before (a replay).
 pub(super) fn use_passkey_challenge(

@@ -456,3 +456,104 @@ async fn a_passkey_re_authenticates_and_the_last_one_stays_when_required() {
         .expect("read");
     assert_eq!(left, 0, "no backup codes without a factor");
 }
+
+/// How many passkeys `user_id` has.
+async fn passkeys_of(state: &AppState, user_id: i64) -> usize {
+    state
+        .db
+        .read("passkeys", move |tx| {
+            super::factor_store::passkeys_of(tx, user_id)
+        })
+        .await
+        .expect("read")
+        .len()
+}
+
+#[tokio::test]
+async fn a_password_someone_else_set_adds_no_passkey_and_a_reset_removes_them() {
+    let state = passkey_state(|_| {});
+    let user = create_user(&state, "alice", PASSWORD, "operator").await;
+    let admin = create_user(&state, "root", PASSWORD, "admin").await;
+    let cookie = session(&state, &user).await;
+    let (mut passkey, _, _) = register(&state, &cookie).await;
+    assert_eq!(passkeys_of(&state, user.id).await, 1);
+
+    // An administrator resets alice's password (someone took her account
+    // and added this passkey): the passkey goes with the sessions.
+    let admin_cookie = session(&state, &admin).await;
+    let reply = post(
+        &state,
+        &format!("/users/{}/password-reset", user.id),
+        &admin_cookie,
+        "",
+    )
+    .await;
+    assert!(
+        reply.status.is_success() || reply.status.is_redirection(),
+        "{}",
+        reply.body
+    );
+    assert_eq!(passkeys_of(&state, user.id).await, 0);
+    let page = send(&app(&state), request(Method::GET, "/login", &[], None)).await;
+    let answer = passkey.get(&options(&page, "passkey-sign-in"), UP | UV, 1);
+    let reply = post_with(&state, "/login/passkey", &[], &answer).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+
+    // Signed in with the one-time password, alice may not add a passkey
+    // before she has chosen her own password.
+    let cookie = session(&state, &user).await;
+    let page = get(&state, "/account/second-factor", &cookie).await;
+    let (_, form) = SoftPasskey::create(&options(&page, "passkey-register"), UP | UV);
+    let reply = post(&state, "/account/passkeys", &cookie, &form).await;
+    assert_eq!(
+        reply.header(header::LOCATION),
+        "/account/second-factor?passkey_error=password_first"
+    );
+    assert_eq!(passkeys_of(&state, user.id).await, 0);
+}
+
+#[tokio::test]
+async fn where_passkeys_do_not_replace_the_password_re_authentication_asks_for_it() {
+    let state = passkey_state(|c| {
+        c.passkeys.passwordless = false;
+        c.mfa.required = true;
+    });
+    let user = create_user(&state, "alice", PASSWORD, "operator").await;
+    // A user who must enroll and has not reaches the re-authentication
+    // page (adding a passkey may need it).
+    let cookie = session(&state, &user).await;
+    let page = get(&state, "/reauth?next=/account/second-factor", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let (mut passkey, _, cookie) = register(&state, &cookie).await;
+
+    let page = get(&state, "/reauth?next=/account", &cookie).await;
+    assert!(
+        page.body.contains("id=\"passkey-password\""),
+        "{}",
+        page.body
+    );
+    let answer = passkey.get(&options(&page, "passkey-reauth"), UP | UV, 1);
+    let alone = post(
+        &state,
+        "/reauth/passkey",
+        &cookie,
+        &format!("next=%2Faccount&{answer}"),
+    )
+    .await;
+    assert_eq!(alone.status, StatusCode::UNAUTHORIZED, "{}", alone.body);
+
+    let page = get(&state, "/reauth?next=/account", &cookie).await;
+    let answer = passkey.get(&options(&page, "passkey-reauth"), UP | UV, 1);
+    let both = post(
+        &state,
+        "/reauth/passkey",
+        &cookie,
+        &format!(
+            "next=%2Faccount&password={}&{answer}",
+            PASSWORD.replace(' ', "+")
+        ),
+    )
+    .await;
+    assert_eq!(both.status, StatusCode::SEE_OTHER, "{}", both.body);
+    assert_eq!(both.header(header::LOCATION), "/account");
+}

@@ -331,6 +331,11 @@ async fn register(
 ) -> std::result::Result<Response, WebError> {
     let (user, authenticated_at, old) = factors::signed_in_user(&caller)?;
     let now = crate::now_millis();
+    // A password someone else set proves only that one has it: no lasting
+    // way in is added with it.
+    if super::account_http::password_change_due(&state, &user, now) {
+        return Ok(Problem::PasswordFirst.redirect());
+    }
     if !factors::recently_authenticated(&state, authenticated_at, now) {
         return Ok(reauth::reauth_redirect("/account/second-factor"));
     }
@@ -449,16 +454,18 @@ pub(super) enum Problem {
     Duplicate,
     Unknown,
     Last,
+    PasswordFirst,
 }
 
 impl Problem {
-    const ALL: [Problem; 6] = [
+    const ALL: [Problem; 7] = [
         Problem::Missing,
         Problem::Expired,
         Problem::Unverified,
         Problem::Duplicate,
         Problem::Unknown,
         Problem::Last,
+        Problem::PasswordFirst,
     ];
 
     fn code(self) -> &'static str {
@@ -469,6 +476,7 @@ impl Problem {
             Problem::Duplicate => "duplicate",
             Problem::Unknown => "unknown",
             Problem::Last => "last",
+            Problem::PasswordFirst => "password_first",
         }
     }
 
@@ -485,6 +493,7 @@ impl Problem {
             Problem::Duplicate => "That passkey is registered already.",
             Problem::Unknown => "You have no such passkey.",
             Problem::Last => "Your role requires a second factor: this passkey is your last one.",
+            Problem::PasswordFirst => "Choose your own password first, then add a passkey.",
         }
     }
 
@@ -615,7 +624,18 @@ async fn passwordless(
                     Some(user) => {
                         throttle::Keys::new(&state2.audit_key, &user.username, None).account
                     }
-                    None => "passkey:unknown".to_owned(),
+                    // Each unknown credential counts on its own, so no
+                    // shared key can be locked to tell known ones apart.
+                    None => format!(
+                        "passkey:{}",
+                        hex::encode(
+                            &ring::digest::digest(
+                                &ring::digest::SHA256,
+                                answer.as_ref().map_or(&[][..], |a| &a.credential_id),
+                            )
+                            .as_ref()[..16]
+                        )
+                    ),
                 },
                 address: throttle::Keys::new(&state2.audit_key, "", client2.ip.as_deref()).address,
             };
@@ -626,7 +646,9 @@ async fn passwordless(
                 Some(answer) => use_assertion(tx, &state2, Purpose::SignIn, None, answer, now)?,
                 None => None,
             };
-            let user = used.and(owner).filter(|user| !user.disabled);
+            let user = used
+                .and(owner)
+                .filter(|user| !user.disabled && !user.must_change_password);
             let Some(user) = user else {
                 let next = throttle::record_failure(tx, &policy, &keys, now)?;
                 return Ok(SignIn::Failed(next));
@@ -694,6 +716,23 @@ async fn reauth(
         &user.username,
         caller.client.ip.as_deref(),
     );
+    // Where passkeys do not replace the password, the password comes too
+    // (checked only when the throttle lets the attempt through).
+    let password_ok = if state.config.passkeys.passwordless {
+        true
+    } else {
+        let held = {
+            let (policy, keys) = (policy.clone(), keys.clone());
+            state
+                .db
+                .read("reauth throttle", move |tx| {
+                    throttle::check(tx, &policy, &keys, now)
+                })
+                .await?
+        };
+        held.is_none()
+            && reauth::password_matches(&state, form.get("password").to_owned(), &user).await?
+    };
     let (cookie, session) = new_session(&state, user.id, &caller.client, now)?;
     let state2 = state.clone();
     let user_id = user.id;
@@ -710,10 +749,10 @@ async fn reauth(
                 return Ok(Err(Some(refusal)));
             }
             let used = match &answer {
-                Some(answer) => {
+                Some(answer) if password_ok => {
                     use_assertion(tx, &state2, Purpose::Reauth, Some(user_id), answer, now)?
                 }
-                None => None,
+                _ => None,
             };
             if used.is_none() {
                 throttle::record_failure(tx, &policy, &keys, now)?;

@@ -61,6 +61,9 @@ struct ReauthPage<'a> {
     error: Option<&'a str>,
     /// The passkey form's options, when the user has passkeys.
     passkey_options: Option<String>,
+    /// Passkeys do not replace the password (`[passkeys] passwordless`
+    /// off): the passkey form asks for it too.
+    passkey_needs_password: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -79,6 +82,28 @@ async fn reauth_form(
 
 /// The re-authentication page: the password (and a code when the user has
 /// a second factor), and a passkey when they have one.
+/// Whether `password` is `user`'s, verified within the bound on concurrent
+/// password hashing (`[sign_in] max_concurrent_hashes`).
+pub(super) async fn password_matches(
+    state: &AppState,
+    password: String,
+    user: &super::User,
+) -> std::result::Result<bool, WebError> {
+    let permit = state
+        .hashing
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(WebError::internal)?;
+    let stored = user.password_hash.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        secrets::verify_password(&password, &stored)
+    })
+    .await
+    .map_err(WebError::internal)
+}
+
 pub(super) async fn render_reauth(
     state: &AppState,
     caller: &Caller,
@@ -114,6 +139,7 @@ pub(super) async fn render_reauth(
         needs_code,
         error,
         passkey_options,
+        passkey_needs_password: !state.config.passkeys.passwordless,
     };
     Ok(html(status, page.render()?))
 }
@@ -159,19 +185,7 @@ async fn reauth_submit(
         )
         .await;
     }
-    let permit = state
-        .hashing
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(WebError::internal)?;
-    let stored = user.password_hash.clone();
-    let password_ok = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        secrets::verify_password(&password, &stored)
-    })
-    .await
-    .map_err(WebError::internal)?;
+    let password_ok = password_matches(&state, password, &user).await?;
     let (cookie, session) = new_session(&state, user_id, &caller.client, now)?;
     let (state2, keys2) = (state.clone(), keys.clone());
     let ok_event = caller.event(now, Action::Reauthenticate, Outcome::Success);
