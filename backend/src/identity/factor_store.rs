@@ -31,6 +31,16 @@ pub fn totp_factor(tx: &mut Tx<'_>, user_id: i64) -> Result<Option<TotpFactor>> 
     )
 }
 
+/// Takes the user's row until the end of the transaction (PostgreSQL; a
+/// SQLite write transaction holds the whole database): changes to one
+/// user's factors that read "what else is left" serialize, so two removals
+/// racing cannot both leave the other as the last factor.
+pub(super) fn lock_user(tx: &mut Tx<'_>, user_id: i64) -> Result<()> {
+    let sql = format!("SELECT id FROM users WHERE id = $1{}", tx.for_update());
+    tx.query_opt(&sql, params![user_id], |row: &Row<'_>| row.get::<i64>(0))?;
+    Ok(())
+}
+
 /// Whether the user has a second factor: a confirmed authenticator app or
 /// a passkey.
 pub fn has_second_factor(tx: &mut Tx<'_>, user_id: i64) -> Result<bool> {

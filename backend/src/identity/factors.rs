@@ -918,6 +918,7 @@ async fn factor_remove(
     let removed = state
         .db
         .write("remove factor", move |tx| {
+            factor_store::lock_user(tx, user2.id)?;
             if enrollment_required(tx, &state2, &user2)?
                 && factor_store::count_passkeys(tx, user2.id)? == 0
             {

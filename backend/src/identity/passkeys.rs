@@ -405,6 +405,7 @@ async fn register(
     let outcome = state
         .db
         .write("register passkey", move |tx| {
+            factor_store::lock_user(tx, passkey.user_id)?;
             if !factor_store::use_passkey_challenge(tx, &challenge, expires_at)? {
                 return Ok(Registered::Replayed);
             }
@@ -531,6 +532,7 @@ async fn remove(
     let removed = state
         .db
         .write("remove passkey", move |tx| {
+            factor_store::lock_user(tx, user2.id)?;
             let mine = factor_store::passkeys_of(tx, user2.id)?;
             let Some(passkey) = mine.iter().find(|p| p.id == id) else {
                 return Ok(Err(Problem::Unknown));
