@@ -35,7 +35,7 @@ pub fn totp_factor(tx: &mut Tx<'_>, user_id: i64) -> Result<Option<TotpFactor>> 
 /// SQLite write transaction holds the whole database): changes to one
 /// user's factors that read "what else is left" serialize, so two removals
 /// racing cannot both leave the other as the last factor.
-pub(super) fn lock_user(tx: &mut Tx<'_>, user_id: i64) -> Result<()> {
+pub fn lock_user(tx: &mut Tx<'_>, user_id: i64) -> Result<()> {
     let sql = format!("SELECT id FROM users WHERE id = $1{}", tx.for_update());
     tx.query_opt(&sql, params![user_id], |row: &Row<'_>| row.get::<i64>(0))?;
     Ok(())
@@ -52,12 +52,7 @@ pub fn has_second_factor(tx: &mut Tx<'_>, user_id: i64) -> Result<bool> {
 
 /// Starts (or restarts) an enrollment: an unconfirmed seed. Refused (false)
 /// when a confirmed one exists: it is removed first, knowingly.
-pub(super) fn begin_totp(
-    tx: &mut Tx<'_>,
-    user_id: i64,
-    sealed: &[u8],
-    now: Millis,
-) -> Result<bool> {
+pub fn begin_totp(tx: &mut Tx<'_>, user_id: i64, sealed: &[u8], now: Millis) -> Result<bool> {
     if totp_factor(tx, user_id)?.is_some_and(|f| f.confirmed_at.is_some()) {
         return Ok(false);
     }
@@ -74,7 +69,7 @@ pub(super) fn begin_totp(
 
 /// Records that the code of `step` was used; false when that step (or a
 /// later one) was used already, so a code passes once even under a race.
-pub(super) fn use_step(
+pub fn use_step(
     tx: &mut Tx<'_>,
     user_id: i64,
     step: i64,
@@ -87,7 +82,7 @@ pub(super) fn use_step(
     )? == 1)
 }
 
-pub(super) fn replace_backup_codes(
+pub fn replace_backup_codes(
     tx: &mut Tx<'_>,
     user_id: i64,
     codes: &[String],
@@ -107,19 +102,14 @@ pub(super) fn replace_backup_codes(
 }
 
 /// Uses a backup code; false when it is not one of the user's unused ones.
-pub(super) fn use_backup_code(
-    tx: &mut Tx<'_>,
-    user_id: i64,
-    code: &str,
-    now: Millis,
-) -> Result<bool> {
+pub fn use_backup_code(tx: &mut Tx<'_>, user_id: i64, code: &str, now: Millis) -> Result<bool> {
     Ok(tx.execute(
         "UPDATE backup_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
         params![user_id, &secrets::hash_secret(code), now],
     )? == 1)
 }
 
-pub(super) fn unused_backup_codes(tx: &mut Tx<'_>, user_id: i64) -> Result<i64> {
+pub fn unused_backup_codes(tx: &mut Tx<'_>, user_id: i64) -> Result<i64> {
     tx.query_one(
         "SELECT COUNT(*) FROM backup_codes WHERE user_id = $1 AND used_at IS NULL",
         params![user_id],
@@ -144,7 +134,7 @@ pub fn remove_factors(tx: &mut Tx<'_>, user_id: i64) -> Result<bool> {
 
 /// Removes the user's authenticator app; the backup codes go too when no
 /// other factor is left. Returns whether there was one.
-pub(super) fn remove_totp(tx: &mut Tx<'_>, user_id: i64) -> Result<bool> {
+pub fn remove_totp(tx: &mut Tx<'_>, user_id: i64) -> Result<bool> {
     let removed = tx.execute(
         "DELETE FROM totp_factors WHERE user_id = $1",
         params![user_id],
@@ -207,7 +197,7 @@ pub fn passkeys_of(tx: &mut Tx<'_>, user_id: i64) -> Result<Vec<Passkey>> {
     )
 }
 
-pub(super) fn count_passkeys(tx: &mut Tx<'_>, user_id: i64) -> Result<i64> {
+pub fn count_passkeys(tx: &mut Tx<'_>, user_id: i64) -> Result<i64> {
     tx.query_one(
         "SELECT COUNT(*) FROM passkeys WHERE user_id = $1",
         params![user_id],
@@ -215,10 +205,7 @@ pub(super) fn count_passkeys(tx: &mut Tx<'_>, user_id: i64) -> Result<i64> {
     )
 }
 
-pub(super) fn passkey_by_credential(
-    tx: &mut Tx<'_>,
-    credential_id: &[u8],
-) -> Result<Option<Passkey>> {
+pub fn passkey_by_credential(tx: &mut Tx<'_>, credential_id: &[u8]) -> Result<Option<Passkey>> {
     tx.query_opt(
         &format!("SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = $1"),
         params![credential_id],
@@ -228,7 +215,7 @@ pub(super) fn passkey_by_credential(
 
 /// Adds a passkey; false when that credential is registered already (to
 /// anyone).
-pub(super) fn add_passkey(tx: &mut Tx<'_>, passkey: &Passkey) -> Result<bool> {
+pub fn add_passkey(tx: &mut Tx<'_>, passkey: &Passkey) -> Result<bool> {
     Ok(tx.execute(
         "INSERT INTO passkeys (id, user_id, credential_id, public_key, algorithm, sign_count, name, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (credential_id) DO NOTHING",
@@ -247,7 +234,7 @@ pub(super) fn add_passkey(tx: &mut Tx<'_>, passkey: &Passkey) -> Result<bool> {
 
 /// Records a use: the counter moves from `seen` to `count` only if nobody
 /// moved it meanwhile (two racing uses of one assertion cannot both pass).
-pub(super) fn record_passkey_use(
+pub fn record_passkey_use(
     tx: &mut Tx<'_>,
     id: &str,
     seen: i64,
@@ -262,7 +249,7 @@ pub(super) fn record_passkey_use(
 
 /// Removes one of the user's passkeys (and the backup codes when no factor
 /// is left); false when the user has no such passkey.
-pub(super) fn remove_passkey(tx: &mut Tx<'_>, user_id: i64, id: &str) -> Result<bool> {
+pub fn remove_passkey(tx: &mut Tx<'_>, user_id: i64, id: &str) -> Result<bool> {
     let removed = tx.execute(
         "DELETE FROM passkeys WHERE user_id = $1 AND id = $2",
         params![user_id, id],
@@ -273,7 +260,7 @@ pub(super) fn remove_passkey(tx: &mut Tx<'_>, user_id: i64, id: &str) -> Result<
 
 /// Removes all the user's passkeys (and the backup codes when no factor is
 /// left); returns how many there were.
-pub(super) fn remove_passkeys(tx: &mut Tx<'_>, user_id: i64) -> Result<u64> {
+pub fn remove_passkeys(tx: &mut Tx<'_>, user_id: i64) -> Result<u64> {
     let removed = tx.execute("DELETE FROM passkeys WHERE user_id = $1", params![user_id])?;
     forget_orphan_backup_codes(tx, user_id)?;
     Ok(removed)
@@ -281,7 +268,7 @@ pub(super) fn remove_passkeys(tx: &mut Tx<'_>, user_id: i64) -> Result<u64> {
 
 /// Records that a passkey challenge was answered; false when it was
 /// answered before (a replay).
-pub(super) fn use_passkey_challenge(
+pub fn use_passkey_challenge(
     tx: &mut Tx<'_>,
     challenge: &[u8],
     expires_at: Millis,
@@ -296,12 +283,12 @@ pub(super) fn use_passkey_challenge(
     )? == 1)
 }
 
-pub(super) struct Challenge {
+pub struct Challenge {
     pub user_id: i64,
     pub failures: i64,
 }
 
-pub(super) fn challenge(tx: &mut Tx<'_>, id_hash: &[u8], now: Millis) -> Result<Option<Challenge>> {
+pub fn challenge(tx: &mut Tx<'_>, id_hash: &[u8], now: Millis) -> Result<Option<Challenge>> {
     tx.query_opt(
         "SELECT user_id, failures FROM sign_in_challenges WHERE id_hash = $1 AND expires_at > $2",
         params![id_hash, now],

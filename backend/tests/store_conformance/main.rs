@@ -21,6 +21,7 @@ mod audit;
 mod audit_signed;
 mod commands;
 mod enrollment;
+mod factors;
 mod hosts;
 mod identity;
 mod metrics;
