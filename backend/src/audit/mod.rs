@@ -150,6 +150,7 @@ actions! {
     AuthLogout = "auth.logout", Authentication;
     ApiTokenRejected = "auth.api_token", Authentication;
     AccessDenied = "access.denied", SecurityEvent;
+    PasskeyCloneSuspected = "auth.passkey_clone_suspected", SecurityEvent;
     UserCreate = "user.create", UserManagement;
     UserDisable = "user.disable", UserManagement;
     UserEnable = "user.enable", UserManagement;

@@ -295,6 +295,14 @@ async fn a_passkey_is_registered_and_answers_the_second_step_once() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    let suspected = audit(&state, 10)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.action == Action::PasskeyCloneSuspected && e.target.as_deref() == Some("alice")
+        })
+        .count();
+    assert_eq!(suspected, 1, "the counter that went back is reported");
     // Each refusal counted as a wrong second factor.
     let failures = audit(&state, 10)
         .await

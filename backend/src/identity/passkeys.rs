@@ -290,6 +290,11 @@ fn use_assertion(
     {
         return refuse(&"the user handle is not the credential's user");
     }
+    // Spent once presented with a registered credential, whatever the
+    // outcome: a replay is told apart from a cloned authenticator.
+    if !factor_store::use_passkey_challenge(tx, &challenge, expires_at)? {
+        return refuse(&"challenge answered before");
+    }
     let stored_count = u32::try_from(passkey.sign_count).unwrap_or(u32::MAX);
     let verified = webauthn::verify_assertion(
         &state.config.relying_party(),
@@ -303,11 +308,31 @@ fn use_assertion(
     );
     let assertion = match verified {
         Ok(assertion) => assertion,
+        Err(e @ webauthn::Error::CounterWentBack) => {
+            // A signature that verifies with a counter that went back: a
+            // copy of the authenticator may exist. Said where operators
+            // look, besides being refused.
+            if let Some(owner) = store::user_by_id(tx, passkey.user_id)? {
+                crate::audit::store::append(
+                    tx,
+                    &NewAuditEvent::new(
+                        now,
+                        Actor::Anonymous,
+                        Action::PasskeyCloneSuspected,
+                        Outcome::Denied,
+                    )
+                    .target(owner.username)
+                    .details(json!({
+                        "passkey": passkey.id,
+                        "name": passkey.name,
+                        "stored_sign_count": passkey.sign_count,
+                    })),
+                )?;
+            }
+            return refuse(&e);
+        }
         Err(e) => return refuse(&e),
     };
-    if !factor_store::use_passkey_challenge(tx, &challenge, expires_at)? {
-        return refuse(&"challenge answered before");
-    }
     if !factor_store::record_passkey_use(
         tx,
         &passkey.id,
