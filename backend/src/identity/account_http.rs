@@ -502,10 +502,13 @@ async fn reset_password(
                 return Ok(None);
             };
             store::set_password(tx, id, &hash, false, keep, now)?;
-            let ended = store::end_sessions(tx, id, None)?;
             // A passkey signs in without the password: one someone else
-            // added must not survive the reset that locks them out.
+            // added must not survive the reset that locks them out. Removed
+            // before the sessions end, so that on PostgreSQL a passkey
+            // sign-in holding the passkey's row commits first and its
+            // session is then ended too.
             let passkeys = super::factor_store::remove_passkeys(tx, id)?;
+            let ended = store::end_sessions(tx, id, None)?;
             crate::audit::store::append(
                 tx,
                 &event

@@ -795,6 +795,9 @@ async fn totp_confirm(
     let confirmed = state
         .db
         .write("confirm totp", move |tx| {
+            let Some(proof_at) = store::session_proof(tx, &old)? else {
+                return Ok(false);
+            };
             let Some(pending) = totp_factor(tx, user_id)?.filter(|f| f.confirmed_at.is_none())
             else {
                 return Ok(false);
@@ -811,8 +814,8 @@ async fn totp_confirm(
                 return Ok(false);
             }
             replace_backup_codes(tx, user_id, &codes2, now)?;
-            store::delete_session(tx, &old)?;
-            store::create_session(tx, &session)?;
+            // A new id, the same proof: enrolling is no re-authentication.
+            store::replace_session(tx, &old, &session, proof_at)?;
             crate::audit::store::append(tx, &ok_event)?;
             Ok(true)
         })

@@ -565,3 +565,35 @@ async fn where_passkeys_do_not_replace_the_password_re_authentication_asks_for_i
     assert_eq!(both.status, StatusCode::SEE_OTHER, "{}", both.body);
     assert_eq!(both.header(header::LOCATION), "/account");
 }
+
+#[tokio::test]
+async fn adding_a_passkey_renews_the_session_id_but_not_the_proof_of_identity() {
+    let state = passkey_state(|_| {});
+    let user = create_user(&state, "alice", PASSWORD, "operator").await;
+    let cookie = session(&state, &user).await;
+    // The password was given two minutes ago: recent enough to add a
+    // passkey, and it stays two minutes old after.
+    let proved_at = crate::now_millis() - 120_000;
+    let id_hash = crate::secrets::hash_secret(&cookie);
+    state
+        .db
+        .write("older proof", move |tx| {
+            tx.execute(
+                "UPDATE sessions SET authenticated_at = $2 WHERE id_hash = $1",
+                crate::params![&id_hash, proved_at],
+            )
+        })
+        .await
+        .expect("update");
+    let (_, _, renewed) = register(&state, &cookie).await;
+    let id_hash = crate::secrets::hash_secret(&renewed);
+    let (session, _) = state
+        .db
+        .read("renewed session", move |tx| {
+            super::store::session(tx, &id_hash, crate::now_millis())
+        })
+        .await
+        .expect("read")
+        .expect("the new session");
+    assert_eq!(session.authenticated_at, proved_at);
+}

@@ -427,10 +427,19 @@ async fn register(
             "algorithm": credential.algorithm,
             "user_verified": credential.user_verified,
         }));
+    let state2 = state.clone();
     let outcome = state
         .db
         .write("register passkey", move |tx| {
+            // The user as it is now, and the session still alive: a reset
+            // or a sign-out that came first wins.
             factor_store::lock_user(tx, passkey.user_id)?;
+            let still = store::user_by_id(tx, passkey.user_id)?.filter(|u| {
+                !u.disabled && !super::account_http::password_change_due(&state2, u, now)
+            });
+            let Some(proof_at) = store::session_proof(tx, &old)?.filter(|_| still.is_some()) else {
+                return Ok(Registered::SessionEnded);
+            };
             if !factor_store::use_passkey_challenge(tx, &challenge, expires_at)? {
                 return Ok(Registered::Replayed);
             }
@@ -445,13 +454,15 @@ async fn register(
             } else {
                 Vec::new()
             };
-            store::delete_session(tx, &old)?;
-            store::create_session(tx, &session)?;
+            // A new id, the same proof: adding a factor is no
+            // re-authentication.
+            store::replace_session(tx, &old, &session, proof_at)?;
             crate::audit::store::append(tx, &event)?;
             Ok(Registered::Added { codes })
         })
         .await?;
     let codes = match outcome {
+        Registered::SessionEnded => return Ok(Redirect::to("/login").into_response()),
         Registered::Replayed => return Ok(refused(Problem::Expired)),
         Registered::Duplicate => return Ok(refused(Problem::Duplicate)),
         Registered::Added { codes } => codes,
@@ -533,6 +544,7 @@ impl Problem {
 }
 
 enum Registered {
+    SessionEnded,
     Replayed,
     Duplicate,
     Added { codes: Vec<String> },
@@ -772,6 +784,9 @@ async fn reauth(
     let passed = state
         .db
         .write("reauthenticate with a passkey", move |tx| {
+            if store::session_proof(tx, &old)?.is_none() {
+                return Ok(Err(None));
+            }
             if let Some(refusal) = throttle::check(tx, &policy, &keys, now)? {
                 return Ok(Err(Some(refusal)));
             }
@@ -787,8 +802,7 @@ async fn reauth(
                 return Ok(Err(None));
             }
             throttle::record_success(tx, &keys)?;
-            store::delete_session(tx, &old)?;
-            store::create_session(tx, &session)?;
+            store::replace_session(tx, &old, &session, now)?;
             crate::audit::store::append(tx, &ok_event)?;
             Ok(Ok(()))
         })

@@ -89,12 +89,12 @@ pub(super) async fn password_matches(
     password: String,
     user: &super::User,
 ) -> std::result::Result<bool, WebError> {
-    let permit = state
-        .hashing
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(WebError::internal)?;
+    // As at sign-in: a flood waits a little, then is told to come back.
+    let wait = std::time::Duration::from_millis(state.config.sign_in.hash_queue_wait_ms);
+    let permit = match tokio::time::timeout(wait, state.hashing.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => return Err(WebError::Busy(super::login::SIGN_IN_BUSY)),
+    };
     let stored = user.password_hash.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -193,6 +193,11 @@ async fn reauth_submit(
     let passed = state
         .db
         .write("reauthenticate", move |tx| {
+            // Ended meanwhile (signed out elsewhere, a reset): nothing to
+            // renew.
+            if store::session_proof(tx, &old)?.is_none() {
+                return Ok(false);
+            }
             let proof = if !password_ok {
                 None
             } else if needs_code {
@@ -211,8 +216,7 @@ async fn reauth_submit(
                 return Ok(false);
             };
             throttle::record_success(tx, &keys2)?;
-            store::delete_session(tx, &old)?;
-            store::create_session(tx, &session)?;
+            store::replace_session(tx, &old, &session, now)?;
             crate::audit::store::append(
                 tx,
                 &ok_event

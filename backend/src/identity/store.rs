@@ -191,6 +191,37 @@ pub fn create_session(tx: &mut Tx<'_>, session: &NewSession) -> Result<()> {
     Ok(())
 }
 
+/// When session `id_hash` last proved its user, with the session locked
+/// until the end of the transaction (PostgreSQL; SQLite's write lock holds
+/// it anyway); `None` when it has ended (signed out, a reset). A privilege
+/// change reads it first and is refused without it, so a change that races
+/// with a reset cannot outlive it.
+pub fn session_proof(tx: &mut Tx<'_>, id_hash: &[u8]) -> Result<Option<Millis>> {
+    let sql = format!(
+        "SELECT authenticated_at FROM sessions WHERE id_hash = $1{}",
+        tx.for_update()
+    );
+    tx.query_opt(&sql, params![id_hash], |row: &Row<'_>| row.get(0))
+}
+
+/// Replaces session `old` by `new` (a new id at a privilege change); the
+/// new one last proved its user at `authenticated_at` (carried over, or now
+/// for a re-authentication).
+pub fn replace_session(
+    tx: &mut Tx<'_>,
+    old: &[u8],
+    new: &NewSession,
+    authenticated_at: Millis,
+) -> Result<()> {
+    delete_session(tx, old)?;
+    create_session(tx, new)?;
+    tx.execute(
+        "UPDATE sessions SET authenticated_at = $2 WHERE id_hash = $1",
+        params![&new.id_hash, authenticated_at],
+    )?;
+    Ok(())
+}
+
 const SESSION_COLUMNS: &str = "sessions.id_hash, sessions.user_id, sessions.created_at, sessions.last_seen_at, \
                                sessions.expires_at, sessions.source_ip, sessions.user_agent, sessions.authenticated_at";
 

@@ -27,6 +27,9 @@ pub enum WebError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    /// Too much at once (503): try again in a moment.
+    #[error("{0}")]
+    Busy(&'static str),
     /// The detail is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -65,6 +68,7 @@ impl IntoResponse for WebError {
             WebError::Forbidden(message) => (StatusCode::FORBIDDEN, Cow::Borrowed(message)),
             WebError::NotFound(message) => (StatusCode::NOT_FOUND, Cow::Borrowed(message)),
             WebError::Conflict(message) => (StatusCode::CONFLICT, Cow::Borrowed(message)),
+            WebError::Busy(message) => (StatusCode::SERVICE_UNAVAILABLE, Cow::Borrowed(message)),
             WebError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
                 (
