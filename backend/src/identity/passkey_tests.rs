@@ -597,3 +597,23 @@ async fn adding_a_passkey_renews_the_session_id_but_not_the_proof_of_identity() 
         .expect("the new session");
     assert_eq!(session.authenticated_at, proved_at);
 }
+
+#[tokio::test]
+async fn an_administrators_factor_reset_removes_passkeys() {
+    let state = passkey_state(|_| {});
+    let user = create_user(&state, "alice", PASSWORD, "operator").await;
+    let admin = create_user(&state, "root", PASSWORD, "admin").await;
+    let cookie = session(&state, &user).await;
+    register(&state, &cookie).await;
+    assert_eq!(passkeys_of(&state, user.id).await, 1);
+    let admin_cookie = session(&state, &admin).await;
+    let reply = post(
+        &state,
+        &format!("/users/{}/factors/reset", user.id),
+        &admin_cookie,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(passkeys_of(&state, user.id).await, 0);
+}
