@@ -12,7 +12,8 @@
 //!
 //! Run: `cargo bench -p palisade-backend --bench store`
 //! (`PALISADE_BENCH_SAMPLES` sets the number of samples ingested per
-//! dialect, default 300,000). PostgreSQL runs on a throwaway cluster started
+//! dialect, default 300,000; `PALISADE_BENCH_PARTS`, a comma list of
+//! `ingest`, `hosts`, `audit`, runs only those). PostgreSQL runs on a throwaway cluster started
 //! by the bench (fsync off, like every test cluster: the figure measures the
 //! backend's work, not the disk).
 
@@ -579,6 +580,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
+    let parts =
+        std::env::var("PALISADE_BENCH_PARTS").unwrap_or_else(|_| "ingest,hosts,audit".into());
+    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -594,13 +598,18 @@ fn main() {
     let pg_url = cluster.url("postgres");
     let postgres = Db::open(&DatabaseUrl::parse(&pg_url).expect("url")).expect("postgres");
 
-    println!(
-        "metric ingest: {samples} samples per dialect, batches of {BATCH}, {HOSTS_INGEST} hosts"
-    );
+    if part("ingest") || part("ingest-sqlite") || part("ingest-postgres") {
+        println!(
+            "metric ingest: {samples} samples per dialect, batches of {BATCH}, {HOSTS_INGEST} hosts"
+        );
+    }
     for (name, db, writers, pm) in [
         ("sqlite", &sqlite, 1, None),
         ("postgres", &postgres, 2, Some(postmaster)),
     ] {
+        if !part(&format!("ingest-{name}")) && !part("ingest") {
+            continue;
+        }
         let r = rt.block_on(ingest(db, samples, writers, pm));
         print!(
             "  {name:<9} {} samples in {:.2} s wall ({:.0}/s), backend CPU {:.2} s: {:.0} samples per backend CPU second",
@@ -631,16 +640,20 @@ fn main() {
             bench_app(db, &dir.path().join(format!("pki-{name}"))),
         ));
     }
-    println!("host list with {HOSTS_LIST} hosts, median of {LIST_RUNS}:");
-    for (name, db, app) in &apps {
+    if part("hosts") {
+        println!("host list with {HOSTS_LIST} hosts, median of {LIST_RUNS}:");
+    }
+    for (name, db, app) in apps.iter().filter(|_| part("hosts")) {
         let (page, api, api_max, bytes) = rt.block_on(host_list(db, app));
         println!(
             "  {name:<9} GET /hosts {page:.1} ms, GET /api/v1/hosts {api:.1} ms ({bytes} bytes of JSON), \
              GET /api/v1/hosts?limit=1000 {api_max:.1} ms"
         );
     }
-    println!("audit trail of {audit_rows} events over 90 days, median of {LIST_RUNS}:");
-    for (name, db, app) in &apps {
+    if part("audit") {
+        println!("audit trail of {audit_rows} events over 90 days, median of {LIST_RUNS}:");
+    }
+    for (name, db, app) in apps.iter().filter(|_| part("audit")) {
         for (what, ms, bytes) in rt.block_on(audit_queries(db, app, audit_rows)) {
             println!("  {name:<9} {what}: {ms:.1} ms ({bytes} bytes)");
         }

@@ -85,11 +85,11 @@ pub fn store_records(
         });
     };
     let mut up_to = before;
-    let mut samples = Vec::new();
+    let mut samples: Vec<&Sample> = Vec::new();
     for record in records {
         up_to = up_to.max(record.seq);
         if let RecordData::Metrics(sample) = &record.data {
-            samples.push(sample.clone());
+            samples.push(sample);
             continue;
         }
         let inserted = tx.execute(

@@ -100,13 +100,13 @@ const INSERT_COLUMNS: &str = "host_id, collected_at, seq, cpu_percent, memory_to
 /// host, time and sequence) is left as it is. Also moves the host's latest
 /// sample and marks the touched 1-minute buckets for the rollup job.
 /// Returns how many samples were new.
-pub fn insert_samples(tx: &mut Tx<'_>, host_id: &str, samples: &[Sample]) -> Result<u64> {
+pub fn insert_samples(tx: &mut Tx<'_>, host_id: &str, samples: &[&Sample]) -> Result<u64> {
     if samples.is_empty() {
         return Ok(0);
     }
     let rows = samples
         .iter()
-        .map(SampleRow::of)
+        .map(|s| SampleRow::of(s))
         .collect::<Result<Vec<_>>>()?;
     let inserted = match tx.dialect() {
         Dialect::Sqlite => insert_sqlite(tx, host_id, &rows)?,
