@@ -1,0 +1,20 @@
+//! Package-manager data, parsed and compared without I/O.
+//!
+//! The collector reads the package databases directly (it may not run the
+//! package manager: no exec, read-only), and the backend compares versions
+//! across the fleet ("which hosts run openssl older than X"). Both need the
+//! package manager's own rules, exactly: a version that sorts differently
+//! from dpkg's answer is a wrong "pending update". This crate holds those
+//! rules once, as pure functions over bytes and strings:
+//!
+//! - [`deb::version`]: Debian versions (`epoch:upstream-revision`) and
+//!   dpkg's ordering;
+//! - [`deb::control`]: deb822 paragraphs (the dpkg status file, apt's
+//!   `Packages` and `Release` indexes);
+//! - [`deb::status`]: installed packages from the dpkg status file.
+//!
+//! Invariants: nothing here reads files, spawns processes or panics on any
+//! input; every parser of untrusted bytes has a fuzz target in `fuzz/`;
+//! ordering matches `dpkg --compare-versions` (tested against dpkg itself).
+
+pub mod deb;
