@@ -13,8 +13,9 @@
 //! Run: `cargo bench -p palisade-backend --bench store`
 //! (`PALISADE_BENCH_SAMPLES` sets the number of samples ingested per
 //! dialect, default 300,000; `PALISADE_BENCH_PARTS`, a comma list of
-//! `ingest`, `hosts`, `audit`, runs only those). PostgreSQL runs on a throwaway cluster started
-//! by the bench (fsync off, like every test cluster: the figure measures the
+//! `ingest` (or `ingest-sqlite`, `ingest-postgres`), `hosts`, `audit`,
+//! runs only those). PostgreSQL runs on a throwaway cluster started by the
+//! bench (fsync off, like every test cluster: the figure measures the
 //! backend's work, not the disk).
 
 use std::net::SocketAddr;
@@ -583,6 +584,7 @@ fn main() {
     let parts =
         std::env::var("PALISADE_BENCH_PARTS").unwrap_or_else(|_| "ingest,hosts,audit".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
+    let ingest_into = |dialect: &str| part("ingest") || part(&format!("ingest-{dialect}"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -598,7 +600,7 @@ fn main() {
     let pg_url = cluster.url("postgres");
     let postgres = Db::open(&DatabaseUrl::parse(&pg_url).expect("url")).expect("postgres");
 
-    if part("ingest") || part("ingest-sqlite") || part("ingest-postgres") {
+    if ingest_into("sqlite") || ingest_into("postgres") {
         println!(
             "metric ingest: {samples} samples per dialect, batches of {BATCH}, {HOSTS_INGEST} hosts"
         );
@@ -607,7 +609,7 @@ fn main() {
         ("sqlite", &sqlite, 1, None),
         ("postgres", &postgres, 2, Some(postmaster)),
     ] {
-        if !part(&format!("ingest-{name}")) && !part("ingest") {
+        if !ingest_into(name) {
             continue;
         }
         let r = rt.block_on(ingest(db, samples, writers, pm));

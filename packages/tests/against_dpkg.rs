@@ -85,7 +85,6 @@ fn ordering_agrees_with_dpkg_compare_versions() {
     if !have_dpkg() {
         return;
     }
-    let mut checked = 0;
     for (i, a) in VERSIONS.iter().enumerate() {
         for b in &VERSIONS[i + 1..] {
             let ours = Version::parse(a)
@@ -97,10 +96,8 @@ fn ordering_agrees_with_dpkg_compare_versions() {
                 Ordering::Greater => "gt",
             };
             assert!(dpkg_says(a, op, b), "we say {a} {op} {b}; dpkg does not");
-            checked += 1;
         }
     }
-    assert_eq!(checked, VERSIONS.len() * (VERSIONS.len() - 1) / 2);
 }
 
 /// Builds a package with no files and no maintainer scripts.

@@ -122,18 +122,6 @@ fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|b| *b == b' ' || *b == b'\t')
 }
 
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &bytes[start..end.max(start)]
-}
-
 impl<'a> Iterator for Paragraphs<'a> {
     type Item = Result<Paragraph<'a>, SyntaxError>;
 
@@ -170,7 +158,7 @@ impl<'a> Iterator for Paragraphs<'a> {
                     }));
                 };
                 let end = line_start + line.len();
-                last.value = trim(&self.input[value_start..end]);
+                last.value = self.input[value_start..end].trim_ascii();
                 continue;
             }
             let error = |problem| {
@@ -198,7 +186,7 @@ impl<'a> Iterator for Paragraphs<'a> {
             value_start = line_start + colon + 1;
             fields.push(Field {
                 name,
-                value: trim(&line[colon + 1..]),
+                value: line[colon + 1..].trim_ascii(),
             });
         }
         if fields.is_empty() {

@@ -170,55 +170,36 @@ fn package(p: &Paragraph<'_>) -> Result<InstalledPackage, EntryProblem> {
             status: status.to_owned(),
         });
     };
+    let parse_version = |field: &'static str, text: &str| {
+        Version::parse(text).map_err(|error| EntryProblem::BadVersion {
+            line,
+            name: name.clone(),
+            field,
+            error,
+        })
+    };
     let version = match p.text("Version")? {
         None | Some("") => None,
-        Some(text) => Some(
-            Version::parse(text).map_err(|error| EntryProblem::BadVersion {
-                line,
-                name: name.clone(),
-                field: "Version",
-                error,
-            })?,
-        ),
+        Some(text) => Some(parse_version("Version", text)?),
     };
-    if state.is_installed() && version.is_none() {
-        return Err(EntryProblem::NoVersion { line, name });
-    }
-    let architecture = p.text("Architecture")?.unwrap_or("").to_owned();
     let (source, source_version) = match p.text("Source")? {
         None | Some("") => (name.clone(), version.clone()),
-        Some(field) => {
-            let (source, version_text) = match field.split_once('(') {
-                None => (field.trim(), None),
-                Some((source, rest)) => match rest.trim_end().strip_suffix(')') {
-                    Some(v) => (source.trim(), Some(v)),
-                    None => (field, Some("")),
-                },
-            };
-            if source.is_empty() || source.contains(char::is_whitespace) || version_text == Some("")
-            {
+        Some(field) => match split_source(field) {
+            Some((source, None)) => (source.to_owned(), version.clone()),
+            Some((source, Some(text))) => (source.to_owned(), Some(parse_version("Source", text)?)),
+            None => {
                 return Err(EntryProblem::BadSource {
                     line,
                     name,
                     source_field: field.to_owned(),
                 });
             }
-            let source_version = match version_text {
-                None => version.clone(),
-                Some(text) => {
-                    Some(
-                        Version::parse(text).map_err(|error| EntryProblem::BadVersion {
-                            line,
-                            name: name.clone(),
-                            field: "Source",
-                            error,
-                        })?,
-                    )
-                }
-            };
-            (source.to_owned(), source_version)
-        }
+        },
     };
+    if state.is_installed() && version.is_none() {
+        return Err(EntryProblem::NoVersion { line, name });
+    }
+    let architecture = p.text("Architecture")?.unwrap_or("").to_owned();
     Ok(InstalledPackage {
         name,
         architecture,
@@ -228,6 +209,20 @@ fn package(p: &Paragraph<'_>) -> Result<InstalledPackage, EntryProblem> {
         source,
         source_version,
     })
+}
+
+/// `name` or `name (version)`: the source package and its version text;
+/// `None` when the field is neither.
+fn split_source(field: &str) -> Option<(&str, Option<&str>)> {
+    let (source, version) = match field.split_once('(') {
+        None => (field.trim(), None),
+        Some((source, rest)) => {
+            let version = rest.trim_end().strip_suffix(')')?;
+            (source.trim(), Some(version))
+        }
+    };
+    let valid = !source.is_empty() && !source.contains(char::is_whitespace);
+    (valid && version != Some("")).then_some((source, version))
 }
 
 /// `want flag state`, e.g. `install ok installed`, `hold ok installed`,
