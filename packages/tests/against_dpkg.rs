@@ -8,21 +8,15 @@
 //! and pass, except under `CI=true`, where they fail.
 
 use std::cmp::Ordering;
-use std::path::Path;
 use std::process::Command;
 
 use palisade_packages::deb::{StatusFile, Version};
 
+mod common;
+use common::{build_deb, dpkg, have, make_dpkg_root};
+
 fn have_dpkg() -> bool {
-    let found = Command::new("dpkg").arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            !palisade_testkit::is_ci(),
-            "dpkg is missing, and CI must run this test"
-        );
-        eprintln!("dpkg is not installed: skipping");
-    }
-    found
+    have("dpkg", "--version")
 }
 
 fn dpkg_says(a: &str, op: &str, b: &str) -> bool {
@@ -100,56 +94,6 @@ fn ordering_agrees_with_dpkg_compare_versions() {
     }
 }
 
-/// Builds a package with no files and no maintainer scripts.
-fn build_deb(dir: &Path, name: &str, version: &str, source: Option<&str>) -> std::path::PathBuf {
-    let tree = dir.join(format!("{name}_{version}"));
-    std::fs::create_dir_all(tree.join("DEBIAN")).expect("mkdir");
-    let mut control = format!(
-        "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: Palisade tests <tests@example.invalid>\nDescription: a test package\n"
-    );
-    if let Some(source) = source {
-        control.push_str(&format!("Source: {source}\n"));
-    }
-    std::fs::write(tree.join("DEBIAN/control"), control).expect("control");
-    let deb = dir.join(format!("{name}_{version}_all.deb"));
-    let out = Command::new("dpkg-deb")
-        .args(["--build", "-Zgzip"])
-        .arg(&tree)
-        .arg(&deb)
-        .output()
-        .expect("run dpkg-deb");
-    assert!(out.status.success(), "dpkg-deb: {out:?}");
-    deb
-}
-
-fn dpkg(root: &Path, args: &[&str], stdin: Option<&str>) {
-    use std::io::Write;
-    let mut cmd = Command::new("dpkg");
-    cmd.arg(format!("--root={}", root.display()))
-        .arg(format!(
-            "--admindir={}",
-            root.join("var/lib/dpkg").display()
-        ))
-        .args(["--force-not-root", "--force-script-chrootless"])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("run dpkg");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output().expect("wait dpkg");
-    assert!(out.status.success(), "dpkg {args:?}: {out:?}");
-}
-
 #[test]
 fn a_real_dpkg_database_reads_as_dpkg_query_lists_it() {
     if !have_dpkg() {
@@ -157,16 +101,18 @@ fn a_real_dpkg_database_reads_as_dpkg_query_lists_it() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
-    for sub in ["var/lib/dpkg/updates", "var/lib/dpkg/info", "var/log"] {
-        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
-    }
-    std::fs::write(root.join("var/lib/dpkg/status"), "").expect("status");
+    make_dpkg_root(&root);
     let debs = [
-        build_deb(dir.path(), "pal-plain", "1.0-1", None),
-        build_deb(dir.path(), "pal-epoch", "2:0.5~rc1-3+deb12u1", None),
-        build_deb(dir.path(), "pal-bin", "4.1-2+b1", Some("pal-src (4.1-2)")),
-        build_deb(dir.path(), "pal-held", "1.0", None),
-        build_deb(dir.path(), "pal-removed", "3.0-1", None),
+        build_deb(dir.path(), "pal-plain", "1.0-1", ""),
+        build_deb(dir.path(), "pal-epoch", "2:0.5~rc1-3+deb12u1", ""),
+        build_deb(
+            dir.path(),
+            "pal-bin",
+            "4.1-2+b1",
+            "Source: pal-src (4.1-2)\n",
+        ),
+        build_deb(dir.path(), "pal-held", "1.0", ""),
+        build_deb(dir.path(), "pal-removed", "3.0-1", ""),
     ];
     let mut args = vec!["--install"];
     let paths: Vec<String> = debs.iter().map(|d| d.display().to_string()).collect();

@@ -200,13 +200,19 @@ fn build() -> anyhow::Result<()> {
 /// Debian packages the tests use (as root they are installed when missing):
 /// nftables and iproute2 for the uplink's network-namespace tests, the
 /// PostgreSQL server for the throwaway cluster, chromium and its WebDriver
-/// server for the browser tests.
+/// server for the browser tests, and the package managers the package
+/// parsers are checked against (apt-ftparchive from apt-utils for a local
+/// apt repository; rpm, rpmbuild, createrepo_c and dnf for an RPM one).
 const TEST_DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "iproute2",
     "postgresql",
     "chromium",
     "chromium-driver",
+    "apt-utils",
+    "rpm",
+    "dnf",
+    "createrepo-c",
 ];
 
 fn tests() -> anyhow::Result<()> {

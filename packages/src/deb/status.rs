@@ -15,6 +15,7 @@
 //! entry must not hide the rest of the inventory.
 
 use super::control::{self, Paragraph};
+use super::relation::Relations;
 use super::version::{Version, VersionError};
 
 /// Largest status file accepted (a 5,000-package system has ~10 MB).
@@ -68,6 +69,12 @@ pub struct InstalledPackage {
     /// The source version when `Source` names one (`Source: foo (1.2-1)`),
     /// else the package's version.
     pub source_version: Option<Version>,
+    /// Depends, Pre-Depends, Breaks, Conflicts and Provides, as written:
+    /// an upgrade must keep them satisfied.
+    pub relations: Relations,
+    /// `Essential: yes` or `Protected: yes`: apt never removes it on its
+    /// own.
+    pub essential: bool,
 }
 
 impl InstalledPackage {
@@ -200,6 +207,12 @@ fn package(p: &Paragraph<'_>) -> Result<InstalledPackage, EntryProblem> {
         return Err(EntryProblem::NoVersion { line, name });
     }
     let architecture = p.text("Architecture")?.unwrap_or("").to_owned();
+    let relations = Relations::of(p)?;
+    let yes = |field: &str| -> Result<bool, EntryProblem> {
+        Ok(p.text(field)?
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("yes")))
+    };
+    let essential = yes("Essential")? || yes("Protected")?;
     Ok(InstalledPackage {
         name,
         architecture,
@@ -208,12 +221,14 @@ fn package(p: &Paragraph<'_>) -> Result<InstalledPackage, EntryProblem> {
         state,
         source,
         source_version,
+        relations,
+        essential,
     })
 }
 
 /// `name` or `name (version)`: the source package and its version text;
 /// `None` when the field is neither.
-fn split_source(field: &str) -> Option<(&str, Option<&str>)> {
+pub(super) fn split_source(field: &str) -> Option<(&str, Option<&str>)> {
     let (source, version) = match field.split_once('(') {
         None => (field.trim(), None),
         Some((source, rest)) => {
