@@ -11,10 +11,19 @@
 //!   dpkg's ordering;
 //! - [`deb::control`]: deb822 paragraphs (the dpkg status file, apt's
 //!   `Packages` and `Release` indexes);
-//! - [`deb::status`]: installed packages from the dpkg status file.
+//! - [`deb::status`]: installed packages from the dpkg status file;
+//! - [`rpm::version`]: RPM versions (`epoch:version-release`) and rpm's
+//!   ordering (`rpmvercmp`);
+//! - [`rpm::header`]: installed packages from the header blobs of the rpm
+//!   database (`rpmdb.sqlite`'s `Packages` table);
+//! - [`rpm::primary`]: a repository's index (`repomd.xml`) and package
+//!   list (`primary.xml`);
+//! - [`rpm::updateinfo`]: a repository's advisories (`updateinfo.xml`).
 //!
 //! Invariants: nothing here reads files, spawns processes or panics on any
 //! input; every parser of untrusted bytes has a fuzz target in `fuzz/`;
-//! ordering matches `dpkg --compare-versions` (tested against dpkg itself).
+//! ordering matches `dpkg --compare-versions` and rpm's `rpmvercmp` (tested
+//! against dpkg and rpm themselves).
 
 pub mod deb;
+pub mod rpm;
