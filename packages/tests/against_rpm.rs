@@ -7,9 +7,12 @@
 //! `modifyrepo_c` against `rpm -qp`, `dnf repoquery` and
 //! `dnf updateinfo list`.
 //!
-//! Everything happens in temporary directories: `HOME` is a private one
-//! whose `.rpmmacros` sets `%_dbpath` and `%_topdir`, and every rpm and dnf
-//! command names its root. The host's rpm database is never touched.
+//! Everything happens in temporary directories, and the host's rpm
+//! database is never opened: `HOME` is always a private directory whose
+//! `.rpmmacros` sets `%_dbpath`. Commands that act on a root (`rpm --root`,
+//! `dnf --installroot`) get `%_dbpath /var/lib/rpm`, inside that root; the
+//! others (`rpmbuild`, `rpm -qp`, which open a database too) get a private
+//! database of their own, since `/var/lib/rpm` would be the host's.
 //!
 //! Needs rpm, rpmbuild, createrepo_c, modifyrepo_c, dnf and gpg; without
 //! one of them the tests that need it say so and pass, except under
@@ -25,9 +28,21 @@ use palisade_packages::rpm::primary::RepoMd;
 use palisade_packages::rpm::updateinfo::AdvisoryKind;
 use palisade_packages::rpm::{Evr, InstalledRpm, Primary, UpdateInfo, vercmp};
 
+/// Whether `program` is an executable file on the `PATH`. Looked up rather
+/// than run: `dnf --version` would open the host's rpm database.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
 fn have(tools: &[&str]) -> bool {
     for tool in tools {
-        if Command::new(tool).arg("--version").output().is_err() {
+        if !on_path(tool) {
             assert!(
                 !palisade_testkit::is_ci(),
                 "{tool} is missing, and CI must run this test"
@@ -142,6 +157,12 @@ fn rpm_compares(dir: &Path, function: &str, pairs: &[(&str, &str)]) -> Vec<i32> 
          print(table.concat(out, \" \"))}}",
         input.display()
     );
+    // A private HOME whose macros point rpm at a private database.
+    std::fs::write(
+        dir.join(".rpmmacros"),
+        format!("%_dbpath {}\n", dir.join("rpmdb").display()),
+    )
+    .expect("write .rpmmacros");
     let out = Command::new("rpm")
         .env("HOME", dir)
         .arg("--eval")
@@ -206,8 +227,8 @@ fn ordering_agrees_with_rpm_vercmp_and_rpm_ver() {
     }
 }
 
-/// A private `HOME` for rpm and rpmbuild, with the macros that keep them
-/// off the host's database and build tree.
+/// Private `HOME`s for rpm, rpmbuild and dnf, with the macros that keep
+/// them off the host's database and build tree.
 struct Sandbox {
     dir: tempfile::TempDir,
 }
@@ -215,16 +236,23 @@ struct Sandbox {
 impl Sandbox {
     fn new() -> Sandbox {
         let dir = tempfile::tempdir().expect("tempdir");
-        let home = dir.path().join("home");
-        std::fs::create_dir_all(&home).expect("mkdir home");
-        std::fs::write(
-            home.join(".rpmmacros"),
-            format!(
-                "%_dbpath /var/lib/rpm\n%_topdir {}\n",
-                dir.path().join("build").display()
-            ),
-        )
-        .expect("write .rpmmacros");
+        // rpmbuild's scriptlets go to %_tmppath (/var/tmp by default).
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("mkdir tmp");
+        let build_macros = format!(
+            "%_dbpath {}\n%_topdir {}\n%_tmppath {}\n",
+            dir.path().join("build-rpmdb").display(),
+            dir.path().join("build").display(),
+            tmp.display()
+        );
+        for (home, macros) in [
+            ("home-build", build_macros.as_str()),
+            ("home-rooted", "%_dbpath /var/lib/rpm\n"),
+        ] {
+            let home = dir.path().join(home);
+            std::fs::create_dir_all(&home).expect("mkdir home");
+            std::fs::write(home.join(".rpmmacros"), macros).expect("write .rpmmacros");
+        }
         Sandbox { dir }
     }
 
@@ -232,13 +260,24 @@ impl Sandbox {
         self.dir.path()
     }
 
-    fn command(&self, program: &str) -> Command {
+    fn with_home(&self, program: &str, home: &str) -> Command {
         let mut command = Command::new(program);
         command
-            .env("HOME", self.path().join("home"))
+            .env("HOME", self.path().join(home))
             .env("GNUPGHOME", self.path().join("gnupg"))
             .env("LC_ALL", "C");
         command
+    }
+
+    /// A command that does not name a root: its database is private.
+    fn command(&self, program: &str) -> Command {
+        self.with_home(program, "home-build")
+    }
+
+    /// A command given `--root` or `--installroot`: its database is
+    /// `/var/lib/rpm` inside that root.
+    fn rooted(&self, program: &str) -> Command {
+        self.with_home(program, "home-rooted")
     }
 
     /// Builds the binary packages of one spec; returns their files.
@@ -262,7 +301,7 @@ impl Sandbox {
     /// `rpm --root root --dbpath /var/lib/rpm` and `args`.
     fn rpm(&self, root: &Path, args: &[&str]) -> String {
         let out = self
-            .command("rpm")
+            .rooted("rpm")
             .arg("--root")
             .arg(root)
             .args(["--dbpath", "/var/lib/rpm"])
@@ -623,7 +662,7 @@ fn a_createrepo_repository_reads_as_rpm_and_dnf_see_it() {
     .expect("write repo file");
     let dnf = |args: &[&str]| {
         let out = sandbox
-            .command("dnf")
+            .rooted("dnf")
             .arg(format!("--installroot={}", root.display()))
             .arg(format!("--setopt=reposdir={}", repos.display()))
             .arg(format!(

@@ -230,6 +230,13 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_comments_and_a_doctype_are_accepted() {
+        let steps =
+            walk("\u{feff}<?xml version=\"1.0\"?>\n<!DOCTYPE a>\n<!-- c --><a/>\n").expect("walk");
+        assert_eq!(steps.len(), 2, "{steps:?}");
+    }
+
+    #[test]
     fn malformed_documents_are_errors() {
         for input in [
             "",
