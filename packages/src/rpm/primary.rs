@@ -153,10 +153,9 @@ impl RepoMd {
         const DATA: [&str; 2] = ["repomd", "data"];
         let mut walker = Walker::new(input);
         let mut repomd = RepoMd::default();
-        let mut current: Option<(String, Option<String>)> = None;
-        let mut checksums: (Option<Checksum>, Option<Checksum>) = (None, None);
+        let mut current: Option<RepoData> = None;
+        // The `type` of the checksum element being read.
         let mut checksum_kind = String::new();
-        let mut sizes: (Option<u64>, Option<u64>) = (None, None);
         loop {
             match walker.next_step()? {
                 Step::End => return Ok(repomd),
@@ -166,13 +165,18 @@ impl RepoMd {
                     }
                     if walker.at(&DATA) {
                         let kind = element.attribute("type").ok_or(RepoMdError::NoType)?;
-                        current = Some((kind.to_owned(), None));
-                        checksums = (None, None);
-                        sizes = (None, None);
-                    } else if walker.at(&["repomd", "data", "location"]) {
-                        if let Some((_, href)) = current.as_mut() {
-                            *href = element.attribute("href").map(str::to_owned);
-                        }
+                        current = Some(RepoData {
+                            kind: kind.to_owned(),
+                            href: String::new(),
+                            checksum: None,
+                            open_checksum: None,
+                            size: None,
+                            open_size: None,
+                        });
+                    } else if walker.at(&["repomd", "data", "location"])
+                        && let Some(data) = current.as_mut()
+                    {
+                        data.href = element.attribute("href").unwrap_or("").to_owned();
                     } else if walker.at(&["repomd", "data", "checksum"])
                         || walker.at(&["repomd", "data", "open-checksum"])
                     {
@@ -183,52 +187,42 @@ impl RepoMd {
                     let text = text.trim();
                     if walker.at(&["repomd", "revision"]) {
                         repomd.revision = text.to_owned();
-                    }
-                    let Some((kind, href)) = current.as_mut() else {
-                        continue;
-                    };
-                    if walker.at(&DATA) {
-                        let Some(href) = href.take().filter(|h| !h.is_empty()) else {
-                            return Err(RepoMdError::NoLocation {
-                                kind: std::mem::take(kind),
-                            });
-                        };
-                        repomd.data.push(RepoData {
-                            kind: std::mem::take(kind),
-                            href,
-                            checksum: checksums.0.take(),
-                            open_checksum: checksums.1.take(),
-                            size: sizes.0,
-                            open_size: sizes.1,
-                        });
-                        current = None;
-                        continue;
-                    }
-                    if walker.path().len() != 3 {
-                        continue;
-                    }
-                    let mut checksum = || Checksum {
-                        kind: std::mem::take(&mut checksum_kind),
-                        value: text.to_owned(),
-                    };
-                    let number = |field: &'static str| {
-                        text.parse::<u64>().map_err(|_| RepoMdError::BadSize {
-                            kind: kind.clone(),
-                            field,
+                    } else if walker.at(&DATA) {
+                        if let Some(data) = current.take() {
+                            if data.href.is_empty() {
+                                return Err(RepoMdError::NoLocation { kind: data.kind });
+                            }
+                            repomd.data.push(data);
+                        }
+                    } else if walker.path().len() == 3
+                        && let Some(data) = current.as_mut()
+                    {
+                        let mut checksum = || Checksum {
+                            kind: std::mem::take(&mut checksum_kind),
                             value: text.to_owned(),
-                        })
-                    };
-                    match name.as_str() {
-                        "checksum" => checksums.0 = Some(checksum()),
-                        "open-checksum" => checksums.1 = Some(checksum()),
-                        "size" => sizes.0 = Some(number("size")?),
-                        "open-size" => sizes.1 = Some(number("open-size")?),
-                        _ => {}
+                        };
+                        match name.as_str() {
+                            "checksum" => data.checksum = Some(checksum()),
+                            "open-checksum" => data.open_checksum = Some(checksum()),
+                            "size" => data.size = Some(size(&data.kind, "size", text)?),
+                            "open-size" => {
+                                data.open_size = Some(size(&data.kind, "open-size", text)?);
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }
         }
     }
+}
+
+fn size(kind: &str, field: &'static str, text: &str) -> Result<u64, RepoMdError> {
+    text.parse().map_err(|_| RepoMdError::BadSize {
+        kind: kind.to_owned(),
+        field,
+        value: text.to_owned(),
+    })
 }
 
 /// One binary package of the repository.

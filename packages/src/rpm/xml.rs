@@ -176,6 +176,8 @@ impl<'a> Walker<'a> {
                     }
                     return Ok(Step::End);
                 }
+                // `Empty` never comes: empty elements are expanded into a
+                // start and an end.
                 Event::Empty(_)
                 | Event::Comment(_)
                 | Event::Decl(_)
