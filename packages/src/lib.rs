@@ -11,10 +11,26 @@
 //!   dpkg's ordering;
 //! - [`deb::control`]: deb822 paragraphs (the dpkg status file, apt's
 //!   `Packages` and `Release` indexes);
-//! - [`deb::status`]: installed packages from the dpkg status file.
+//! - [`deb::status`]: installed packages from the dpkg status file;
+//! - [`deb::release`], [`deb::index`], [`deb::lists`],
+//!   [`deb::preferences`], [`deb::relation`]: apt's Release files,
+//!   `Packages` indexes, list directory, pins and relationship fields;
+//! - [`deb::upgrade`] and [`deb::apt`]: what `apt-get dist-upgrade` would
+//!   do (candidates by apt's priorities, holds, phasing, kept back,
+//!   removed, new), with each update's security classification;
+//! - [`rpm::version`]: RPM versions (`epoch:version-release`) and rpm's
+//!   ordering (`rpmvercmp`);
+//! - [`rpm::header`]: installed packages from the header blobs of the rpm
+//!   database (`rpmdb.sqlite`'s `Packages` table);
+//! - [`rpm::primary`]: a repository's index (`repomd.xml`) and package
+//!   list (`primary.xml`);
+//! - [`rpm::updateinfo`]: a repository's advisories (`updateinfo.xml`).
 //!
 //! Invariants: nothing here reads files, spawns processes or panics on any
 //! input; every parser of untrusted bytes has a fuzz target in `fuzz/`;
-//! ordering matches `dpkg --compare-versions` (tested against dpkg itself).
+//! ordering matches `dpkg --compare-versions` and rpm's `rpmvercmp`, and
+//! the upgrade plan matches `apt-get -s dist-upgrade` (tested against dpkg,
+//! apt, rpm and dnf themselves).
 
 pub mod deb;
+pub mod rpm;

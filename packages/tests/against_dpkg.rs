@@ -16,7 +16,7 @@ mod common;
 use common::{build_deb, dpkg, have, make_dpkg_root};
 
 fn have_dpkg() -> bool {
-    have("dpkg", "--version")
+    have(&["dpkg", "dpkg-deb", "dpkg-query"])
 }
 
 fn dpkg_says(a: &str, op: &str, b: &str) -> bool {

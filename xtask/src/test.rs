@@ -202,7 +202,8 @@ fn build() -> anyhow::Result<()> {
 /// PostgreSQL server for the throwaway cluster, chromium and its WebDriver
 /// server for the browser tests, and the package managers the package
 /// parsers are checked against (apt-ftparchive from apt-utils for a local
-/// apt repository; rpm, rpmbuild, createrepo_c and dnf for an RPM one).
+/// apt repository; rpm, rpmbuild, createrepo_c and dnf for an RPM one, gpg for its
+/// signing key).
 const TEST_DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "iproute2",
@@ -213,6 +214,7 @@ const TEST_DEBIAN_PACKAGES: &[&str] = &[
     "rpm",
     "dnf",
     "createrepo-c",
+    "gnupg",
 ];
 
 fn tests() -> anyhow::Result<()> {

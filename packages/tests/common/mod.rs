@@ -9,18 +9,32 @@ use std::path::{Path, PathBuf};
 use palisade_packages::deb::upgrade::Plan;
 use std::process::{Command, Output, Stdio};
 
-/// Whether `tool` can be run; without it a test says so and passes, except
-/// under `CI=true`, where it fails.
-pub fn have(tool: &str, version_arg: &str) -> bool {
-    let found = Command::new(tool).arg(version_arg).output().is_ok();
-    if !found {
-        assert!(
-            !palisade_testkit::is_ci(),
-            "{tool} is missing, and CI must run this test"
-        );
-        eprintln!("{tool} is not installed: skipping");
+/// Whether `program` is an executable file on the `PATH`. Looked up rather
+/// than run: `dnf --version` would open the host's rpm database.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Whether all `tools` are installed; without one a test says so and
+/// passes, except under `CI=true`, where it fails.
+pub fn have(tools: &[&str]) -> bool {
+    for tool in tools {
+        if !on_path(tool) {
+            assert!(
+                !palisade_testkit::is_ci(),
+                "{tool} is missing, and CI must run this test"
+            );
+            eprintln!("{tool} is not installed: skipping");
+            return false;
+        }
     }
-    found
+    true
 }
 
 /// Builds a package with no files and no maintainer scripts;

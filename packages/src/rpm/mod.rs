@@ -1,0 +1,14 @@
+//! RPM's package data: versions, the rpm database's headers, repository
+//! metadata (`repomd.xml`, `primary.xml`, `updateinfo.xml`).
+
+pub mod header;
+pub mod primary;
+pub mod updateinfo;
+pub mod version;
+mod xml;
+
+pub use header::{HeaderError, InstalledRpm};
+pub use primary::{Primary, PrimaryError, RepoMd, RepoMdError, RepoPackage};
+pub use updateinfo::{Advisory, AdvisoryKind, UpdateInfo, UpdateInfoError};
+pub use version::{Evr, EvrError, vercmp};
+pub use xml::XmlError;
