@@ -176,7 +176,10 @@ struct Universe<'a> {
     /// Versions per package, highest first.
     versions: HashMap<Key, Vec<Candidate<'a>>>,
     installed: HashMap<Key, &'a InstalledPackage>,
-    /// The index of each package's candidate in `versions`.
+    /// The index of the candidate in `versions`, for the packages that are
+    /// installed or provide something; others are chosen when a dependency
+    /// asks for them ([`Universe::candidate_of`]): most of an index never
+    /// matters to a host.
     candidates: BTreeMap<Key, usize>,
     /// Virtual package name → who provides it, by the installed version or
     /// by the candidate.
@@ -319,6 +322,12 @@ impl<'a> Universe<'a> {
         let candidates: BTreeMap<Key, usize> = universe
             .versions
             .iter()
+            .filter(|(key, list)| {
+                universe.installed.contains_key(*key)
+                    || list
+                        .iter()
+                        .any(|c| c.entry.is_some_and(|e| !e.relations.provides.is_empty()))
+            })
             .filter_map(|(key, list)| universe.candidate(key, list).map(|i| (key.clone(), i)))
             .collect();
         let mut provided: HashMap<String, Vec<Provider>> = HashMap::new();
@@ -424,6 +433,14 @@ impl<'a> Universe<'a> {
         }
     }
 
+    /// The index of the candidate of `key` in its versions, if any.
+    fn candidate_of(&self, key: &Key) -> Option<usize> {
+        match self.candidates.get(key) {
+            Some(&i) => Some(i),
+            None => self.candidate(key, self.versions.get(key)?),
+        }
+    }
+
     /// The index of the candidate version in `versions`, if any.
     fn candidate(&self, key: &Key, versions: &[Candidate<'_>]) -> Option<usize> {
         let installed = self.installed.get(key).and_then(|p| p.version.as_ref());
@@ -490,11 +507,12 @@ impl<'a> Universe<'a> {
             let mut broken: Vec<(Key, String)> = Vec::new();
             if kept.is_empty() {
                 // Installed packages that stay must keep their dependencies.
+                let excluded = state.exclusions_of_changes();
                 for (key, package) in &self.installed {
                     if state.upgraded.contains(key) || state.removed.contains(key) {
                         continue;
                     }
-                    if let Err((culprit, reason)) = state.still_satisfied(package) {
+                    if let Err((culprit, reason)) = state.still_satisfied(package, &excluded) {
                         // A new package is there for the upgrade that
                         // pulled it in: that upgrade is kept back.
                         let culprit = match state.new.get(&culprit) {
@@ -714,7 +732,7 @@ impl State<'_, '_> {
             if self.universe.installed.contains_key(&key) || self.new.contains_key(&key) {
                 continue;
             }
-            let Some(&i) = self.universe.candidates.get(&key) else {
+            let Some(i) = self.universe.candidate_of(&key) else {
                 continue;
             };
             let candidate = &self.universe.versions[&key][i];
@@ -731,26 +749,44 @@ impl State<'_, '_> {
         false
     }
 
-    /// An installed package that stays must keep its dependencies and not
-    /// conflict with what the plan installs; when an upgrade breaks it, that
-    /// upgrade is the culprit.
-    fn still_satisfied(&self, package: &InstalledPackage) -> Result<(), (Key, String)> {
-        let version = package.version.as_ref();
-        let changed = self.upgraded.iter().chain(self.new.keys());
-        for other in changed {
-            let Some((other_version, Some(entry))) = self.version_after(other) else {
+    /// The Breaks and Conflicts of what the plan installs, by the name they
+    /// exclude.
+    fn exclusions_of_changes(&self) -> HashMap<String, Vec<(Key, Relation)>> {
+        let mut excluded: HashMap<String, Vec<(Key, Relation)>> = HashMap::new();
+        for other in self.upgraded.iter().chain(self.new.keys()) {
+            let Some((_, Some(entry))) = self.version_after(other) else {
                 continue;
             };
             for relation in entry.relations.exclusions().unwrap_or_default() {
-                let hits =
-                    relation.name == package.name && version.is_some_and(|v| relation.accepts(v));
-                if hits {
-                    let reason = format!(
-                        "{} {other_version} breaks or conflicts with {}",
-                        other.0, package.name
-                    );
-                    return Err((other.clone(), reason));
-                }
+                excluded
+                    .entry(relation.name.clone())
+                    .or_default()
+                    .push((other.clone(), relation));
+            }
+        }
+        excluded
+    }
+
+    /// An installed package that stays must keep its dependencies and not
+    /// conflict with what the plan installs; when an upgrade breaks it, that
+    /// upgrade is the culprit.
+    fn still_satisfied(
+        &self,
+        package: &InstalledPackage,
+        excluded: &HashMap<String, Vec<(Key, Relation)>>,
+    ) -> Result<(), (Key, String)> {
+        let version = package.version.as_ref();
+        for (other, relation) in excluded.get(&package.name).into_iter().flatten() {
+            if version.is_some_and(|v| relation.accepts(v)) {
+                let other_version = self
+                    .version_after(other)
+                    .map(|(v, _)| v.to_string())
+                    .unwrap_or_default();
+                let reason = format!(
+                    "{} {other_version} breaks or conflicts with {}",
+                    other.0, package.name
+                );
+                return Err((other.clone(), reason));
             }
         }
         for relation in package.relations.exclusions().unwrap_or_default() {

@@ -113,6 +113,9 @@ pub fn run(cmd: &mut Command) -> Output {
 /// and removes.
 pub struct Simulation {
     pub installs: BTreeMap<String, String>,
+    /// Per install, the archives apt names for the new version
+    /// (`Debian-Security:12/oldstable-security`, ...).
+    pub archives: BTreeMap<String, String>,
     pub kept_back: BTreeSet<String>,
     pub removals: BTreeSet<String>,
 }
@@ -121,6 +124,7 @@ impl Simulation {
     /// Reads `apt-get -s dist-upgrade`'s output (run with `LC_ALL=C`).
     pub fn parse(out: &str) -> Simulation {
         let mut installs = BTreeMap::new();
+        let mut archives = BTreeMap::new();
         let mut removals = BTreeSet::new();
         let mut kept_back = BTreeSet::new();
         let mut in_kept_back = false;
@@ -141,6 +145,8 @@ impl Simulation {
                     .and_then(|(_, v)| v.split_whitespace().next())
                     .expect("Inst version");
                 installs.insert(name.to_owned(), version.to_owned());
+                let archive = rest.split_once('(').map_or("", |(_, v)| v);
+                archives.insert(name.to_owned(), archive.to_owned());
             } else if let Some(rest) = line.strip_prefix("Remv ") {
                 removals.insert(
                     rest.split_whitespace()
@@ -152,6 +158,7 @@ impl Simulation {
         }
         Simulation {
             installs,
+            archives,
             kept_back,
             removals,
         }
