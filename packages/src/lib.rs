@@ -24,7 +24,9 @@
 //!   database (`rpmdb.sqlite`'s `Packages` table);
 //! - [`rpm::primary`]: a repository's index (`repomd.xml`) and package
 //!   list (`primary.xml`);
-//! - [`rpm::updateinfo`]: a repository's advisories (`updateinfo.xml`).
+//! - [`rpm::updateinfo`]: a repository's advisories (`updateinfo.xml`);
+//! - [`reboot`]: whether the running kernel is the newest installed of its
+//!   flavour, and which deleted files a process still maps.
 //!
 //! Invariants: nothing here reads files, spawns processes or panics on any
 //! input; every parser of untrusted bytes has a fuzz target in `fuzz/`;
@@ -33,4 +35,5 @@
 //! apt, rpm and dnf themselves).
 
 pub mod deb;
+pub mod reboot;
 pub mod rpm;

@@ -45,8 +45,12 @@ fuzz_target!(|bytes: &[u8]| {
             }
         }
         for removal in &plan.removals {
-            assert!(!plan.updates.iter().any(|u| u.name == removal.name
-                && u.state == UpdateState::Pending));
+            assert!(
+                !plan
+                    .updates
+                    .iter()
+                    .any(|u| u.name == removal.name && u.state == UpdateState::Pending)
+            );
         }
     }
 });
