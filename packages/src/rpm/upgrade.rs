@@ -1074,7 +1074,11 @@ mod tests {
                 obsoleting("other", "1.0-1", "kept", Some("3.0")),
             ],
         );
-        let plan = run(&installed, &[main.clone()], &Options::new("x86_64"));
+        let plan = run(
+            &installed,
+            std::slice::from_ref(&main),
+            &Options::new("x86_64"),
+        );
         let listed: Vec<String> = plan
             .obsoletions
             .iter()
