@@ -6,9 +6,12 @@
 //! them is the caller's; pairing and parsing them is here, so that every
 //! caller gets the same answer ([`super::upgrade`] computes the plan).
 //!
-//! Metadata compressed with gzip or not at all is read; zstd (createrepo_c's
-//! default since 1.0), xz and bzip2 are reported as problems for that
-//! repository: no pure-Rust decoder is a dependency of this crate yet.
+//! Metadata compressed with gzip or not at all is read. zstd (createrepo_c's
+//! default since 1.0, Fedora's repositories), xz and bzip2 are not: the
+//! caller may pass such a file decompressed, under its name without the
+//! suffix; otherwise that repository gets a problem. (A pure-Rust zstd
+//! decoder, ruzstd, would fit; it is left out until it can be tested
+//! against a createrepo_c that writes zstd, which Debian's 0.17 cannot.)
 //! A repository whose metadata cannot be used is left out and listed in
 //! [`DnfState::problems`], as dnf does with `skip_if_unavailable=True`.
 
@@ -318,42 +321,55 @@ fn read_metadata(meta: &RepoMetadata) -> Result<(Primary, Option<UpdateInfo>), R
 }
 
 /// The decompressed contents of the file `data` names, at most `limit`
-/// bytes whatever the input claims.
+/// bytes whatever the input claims. A file named like it without the
+/// compression suffix is taken as already decompressed by the caller
+/// (the way to read zstd, xz or bzip2 metadata today).
 fn file(
     meta: &RepoMetadata,
     data: &primary::RepoData,
     limit: usize,
 ) -> Result<Vec<u8>, RepoProblem> {
     let href = &data.href;
-    let compression = data.compression();
-    if !matches!(compression, Compression::None | Compression::Gzip) {
-        return Err(RepoProblem::Compressed {
-            id: meta.id.clone(),
-            href: href.clone(),
-            compression,
-        });
-    }
-    let base = href.rsplit('/').next().unwrap_or(href);
-    let stored = meta
-        .files
-        .iter()
-        .find(|f| f.name == *href)
-        .or_else(|| meta.files.iter().find(|f| f.name == base))
-        .ok_or_else(|| RepoProblem::MissingFile {
-            id: meta.id.clone(),
-            href: href.clone(),
-        })?;
+    let find = |name: &str| {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        meta.files
+            .iter()
+            .find(|f| f.name == name)
+            .or_else(|| meta.files.iter().find(|f| f.name == base))
+    };
     let too_large = || RepoProblem::Decompress {
         id: meta.id.clone(),
         href: href.clone(),
         reason: format!("more than {limit} bytes"),
     };
-    if compression == Compression::None {
-        if stored.contents.len() > limit {
+    let compression = data.compression();
+    let plain = match compression {
+        Compression::None => find(href),
+        _ => href.rsplit_once('.').and_then(|(stem, _suffix)| find(stem)),
+    };
+    if let Some(plain) = plain {
+        if plain.contents.len() > limit {
             return Err(too_large());
         }
-        return Ok(stored.contents.clone());
+        return Ok(plain.contents.clone());
     }
+    if compression != Compression::Gzip {
+        if compression != Compression::None {
+            return Err(RepoProblem::Compressed {
+                id: meta.id.clone(),
+                href: href.clone(),
+                compression,
+            });
+        }
+        return Err(RepoProblem::MissingFile {
+            id: meta.id.clone(),
+            href: href.clone(),
+        });
+    }
+    let stored = find(href).ok_or_else(|| RepoProblem::MissingFile {
+        id: meta.id.clone(),
+        href: href.clone(),
+    })?;
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(stored.contents.as_slice())
         .take(limit as u64 + 1)
@@ -457,7 +473,7 @@ mod tests {
             },
             NamedFile {
                 name: "zstd.repo".into(),
-                contents: b"[zstd]\n".to_vec(),
+                contents: b"[zstd]\n[unzstd]\npriority=1\n".to_vec(),
             },
         ];
         let metadata = [
@@ -483,6 +499,15 @@ mod tests {
                 repomd: repomd("repodata/p-primary.xml.zst", None),
                 files: Vec::new(),
             },
+            // Decompressed by the caller: read as it is.
+            RepoMetadata {
+                id: "unzstd".into(),
+                repomd: repomd("repodata/p-primary.xml.zst", None),
+                files: vec![NamedFile {
+                    name: "p-primary.xml".into(),
+                    contents: PRIMARY.as_bytes().to_vec(),
+                }],
+            },
         ];
         let state = DnfState::from_files(
             vec![installed("pal"), installed("skip")],
@@ -501,8 +526,12 @@ mod tests {
                 "repository zstd: repodata/p-primary.xml.zst is Zstd-compressed; only gzip and plain are read",
             ]
         );
-        assert_eq!(state.repositories.len(), 1);
-        assert_eq!(state.repositories[0].priority, 5);
+        let read: Vec<(&str, i64, usize)> = state
+            .repositories
+            .iter()
+            .map(|r| (r.id.as_str(), r.priority, r.packages.len()))
+            .collect();
+        assert_eq!(read, [("pal", 5, 2), ("unzstd", 1, 2)]);
         assert!(state.installonly.contains(&"pal-kmod".to_owned()));
         assert!(!state.obsoletes);
         let plan = state.plan("x86_64");
