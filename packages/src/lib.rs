@@ -25,13 +25,18 @@
 //! - [`rpm::primary`]: a repository's index (`repomd.xml`) and package
 //!   list (`primary.xml`);
 //! - [`rpm::updateinfo`]: a repository's advisories (`updateinfo.xml`);
+//! - [`rpm::upgrade`] and [`rpm::dnf`]: what `dnf upgrade` would do and
+//!   `dnf check-update` lists (candidates across repositories by priority,
+//!   arch rules, install-only packages, excludes, versionlock, obsoletes),
+//!   with each update's advisories and security classification;
 //! - [`reboot`]: whether the running kernel is the newest installed of its
 //!   flavour, and which deleted files a process still maps.
 //!
 //! Invariants: nothing here reads files, spawns processes or panics on any
 //! input; every parser of untrusted bytes has a fuzz target in `fuzz/`;
 //! ordering matches `dpkg --compare-versions` and rpm's `rpmvercmp`, and
-//! the upgrade plan matches `apt-get -s dist-upgrade` (tested against dpkg,
+//! the upgrade plans match `apt-get -s dist-upgrade` and
+//! `dnf check-update` (tested against dpkg,
 //! apt, rpm and dnf themselves).
 
 pub mod deb;

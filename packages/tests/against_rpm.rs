@@ -21,20 +21,16 @@
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 mod common;
 use common::have;
+use common::rpm::{Sandbox, check, read_rpmdb, spec};
 
 use palisade_packages::rpm::primary::RepoMd;
 use palisade_packages::rpm::updateinfo::AdvisoryKind;
 use palisade_packages::rpm::{Evr, InstalledRpm, Primary, UpdateInfo, vercmp};
-
-fn check(what: &str, out: Output) -> String {
-    assert!(out.status.success(), "{what}: {out:?}");
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
 
 /// Versions chosen to exercise every rule of rpmvercmp: `~` and `^`, digit
 /// runs with leading zeros and of different lengths, letters against
@@ -202,121 +198,6 @@ fn ordering_agrees_with_rpm_vercmp_and_rpm_ver() {
         );
         assert_eq!(sign(x.cmp(&y)), *rpm, "{a} vs {b}");
     }
-}
-
-/// Private `HOME`s for rpm, rpmbuild and dnf, with the macros that keep
-/// them off the host's database and build tree.
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // rpmbuild's scriptlets go to %_tmppath (/var/tmp by default).
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir_all(&tmp).expect("mkdir tmp");
-        let build_macros = format!(
-            "%_dbpath {}\n%_topdir {}\n%_tmppath {}\n",
-            dir.path().join("build-rpmdb").display(),
-            dir.path().join("build").display(),
-            tmp.display()
-        );
-        for (home, macros) in [
-            ("home-build", build_macros.as_str()),
-            ("home-rooted", "%_dbpath /var/lib/rpm\n"),
-        ] {
-            let home = dir.path().join(home);
-            std::fs::create_dir_all(&home).expect("mkdir home");
-            std::fs::write(home.join(".rpmmacros"), macros).expect("write .rpmmacros");
-        }
-        Sandbox { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn with_home(&self, program: &str, home: &str) -> Command {
-        let mut command = Command::new(program);
-        command
-            .env("HOME", self.path().join(home))
-            .env("GNUPGHOME", self.path().join("gnupg"))
-            .env("LC_ALL", "C");
-        command
-    }
-
-    /// A command that does not name a root: its database is private.
-    fn command(&self, program: &str) -> Command {
-        self.with_home(program, "home-build")
-    }
-
-    /// A command given `--root` or `--installroot`: its database is
-    /// `/var/lib/rpm` inside that root.
-    fn rooted(&self, program: &str) -> Command {
-        self.with_home(program, "home-rooted")
-    }
-
-    /// Builds the binary packages of one spec; returns their files.
-    fn build(&self, name: &str, spec: &str) -> Vec<PathBuf> {
-        let file = self.path().join(format!("{name}.spec"));
-        std::fs::write(&file, spec).expect("write spec");
-        let out = self
-            .command("rpmbuild")
-            .arg("-bb")
-            .arg(&file)
-            .output()
-            .expect("run rpmbuild");
-        let log = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "rpmbuild {name}: {out:?}");
-        log.lines()
-            .filter_map(|l| l.strip_prefix("Wrote: "))
-            .map(PathBuf::from)
-            .collect()
-    }
-
-    /// `rpm --root root --dbpath /var/lib/rpm` and `args`.
-    fn rpm(&self, root: &Path, args: &[&str]) -> String {
-        let out = self
-            .rooted("rpm")
-            .arg("--root")
-            .arg(root)
-            .args(["--dbpath", "/var/lib/rpm"])
-            .args(args)
-            .output()
-            .expect("run rpm");
-        check(&format!("rpm {args:?}"), out)
-    }
-}
-
-/// A spec of a noarch package with no files; `extra` adds tags.
-fn spec(name: &str, version: &str, release: &str, extra: &str) -> String {
-    format!(
-        "Name: {name}\nVersion: {version}\nRelease: {release}\n{extra}\
-         Summary: a test package\nLicense: MIT\nBuildArch: noarch\n\
-         %description\na test package\n%files\n"
-    )
-}
-
-/// Every header blob of an rpm database.
-fn read_rpmdb(root: &Path) -> Vec<InstalledRpm> {
-    let db = rusqlite::Connection::open_with_flags(
-        root.join("var/lib/rpm/rpmdb.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open rpmdb.sqlite");
-    let mut statement = db
-        .prepare("SELECT blob FROM Packages ORDER BY hnum")
-        .expect("prepare");
-    let blobs: Vec<Vec<u8>> = statement
-        .query_map([], |row| row.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    blobs
-        .iter()
-        .map(|blob| InstalledRpm::from_header_blob(blob).expect("header parses"))
-        .collect()
 }
 
 fn none_as_rpm(value: &Option<String>) -> &str {

@@ -1,9 +1,12 @@
 //! RPM's package data: versions, the rpm database's headers, repository
-//! metadata (`repomd.xml`, `primary.xml`, `updateinfo.xml`).
+//! metadata (`repomd.xml`, `primary.xml`, `updateinfo.xml`), and what
+//! `dnf upgrade` would do with them.
 
+pub mod dnf;
 pub mod header;
 pub mod primary;
 pub mod updateinfo;
+pub mod upgrade;
 pub mod version;
 mod xml;
 

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! `primary.xml`, one `<package type="rpm">` per package; only what the
-//! fleet needs is kept (name, arch, EVR, source RPM, location):
+//! fleet needs is kept (name, arch, EVR, source RPM, location, and the
+//! obsoletes, which decide what `dnf upgrade` replaces):
 //!
 //! ```xml
 //! <metadata xmlns="http://linux.duke.edu/metadata/common"
@@ -30,6 +31,7 @@
 //!     <format>
 //!       <rpm:sourcerpm>openssl-3.0.7-25.el9_3.src.rpm</rpm:sourcerpm>
 //!       <rpm:provides><rpm:entry name="openssl" ver="3.0.7" .../></rpm:provides>
+//!       <rpm:obsoletes><rpm:entry name="openssl11" flags="LT" epoch="0" ver="1.1"/></rpm:obsoletes>
 //!     </format>
 //!   </package>
 //! </metadata>
@@ -40,7 +42,9 @@
 //! package's own. As for updateinfo, malformed XML is an error, and a
 //! package without a name, arch or version is left out with a reason.
 
-use super::version::Evr;
+use std::cmp::Ordering;
+
+use super::version::{Evr, vercmp};
 use super::xml::{Step, Walker, XmlError};
 
 /// Largest `primary.xml` accepted (Fedora's full repository is ~250 MB).
@@ -236,6 +240,119 @@ pub struct RepoPackage {
     pub source_rpm: Option<String>,
     /// The package file, relative to the repository's base URL.
     pub location: Option<String>,
+    /// The packages it replaces (`Obsoletes:`).
+    pub obsoletes: Vec<Dependency>,
+}
+
+/// How a versioned dependency compares (`flags` of `<rpm:entry>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Lt,
+    Le,
+    Eq,
+    Ge,
+    Gt,
+}
+
+impl Comparison {
+    fn parse(flags: &str) -> Option<Comparison> {
+        Some(match flags {
+            "LT" => Comparison::Lt,
+            "LE" => Comparison::Le,
+            "EQ" => Comparison::Eq,
+            "GE" => Comparison::Ge,
+            "GT" => Comparison::Gt,
+            _ => return None,
+        })
+    }
+
+    fn accepts(self, ordering: Ordering) -> bool {
+        match self {
+            Comparison::Lt => ordering == Ordering::Less,
+            Comparison::Le => ordering != Ordering::Greater,
+            Comparison::Eq => ordering == Ordering::Equal,
+            Comparison::Ge => ordering != Ordering::Less,
+            Comparison::Gt => ordering == Ordering::Greater,
+        }
+    }
+}
+
+/// One `<rpm:entry>` of a relation (`name`, or `name OP [epoch:]ver[-rel]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub name: String,
+    /// `None` for an unversioned relation (any version).
+    pub condition: Option<Condition>,
+}
+
+/// The version part of a [`Dependency`], as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub comparison: Comparison,
+    pub epoch: u32,
+    pub version: String,
+    /// Empty when the relation names no release (then any release matches,
+    /// as in rpm).
+    pub release: String,
+}
+
+impl Dependency {
+    /// Whether a package of this name and EVR satisfies the relation, by
+    /// rpm's rule: a relation without a release ignores the package's.
+    pub fn matches(&self, name: &str, evr: &Evr) -> bool {
+        if self.name != name {
+            return false;
+        }
+        let Some(condition) = &self.condition else {
+            return true;
+        };
+        let ordering = evr
+            .epoch()
+            .cmp(&condition.epoch)
+            .then_with(|| vercmp(evr.version(), &condition.version))
+            .then_with(|| match evr.release() {
+                Some(release) if !condition.release.is_empty() => {
+                    vercmp(release, &condition.release)
+                }
+                _ => Ordering::Equal,
+            });
+        condition.comparison.accepts(ordering)
+    }
+}
+
+/// An `<rpm:entry>` as a [`Dependency`]; `None` when it has no name or
+/// unknown flags or epoch (a relation this crate cannot evaluate is left
+/// out rather than guessed at).
+fn dependency(element: &super::xml::Element) -> Option<Dependency> {
+    let name = element.attribute("name").map(str::trim).unwrap_or("");
+    if name.is_empty() {
+        return None;
+    }
+    let condition = match element.attribute("flags") {
+        None => None,
+        Some(flags) => {
+            let comparison = Comparison::parse(flags.trim())?;
+            let epoch = match element.attribute("epoch").map(str::trim) {
+                None | Some("") => 0,
+                Some(text) => text.parse::<u32>().ok()?,
+            };
+            let version = element.attribute("ver").unwrap_or("").trim().to_owned();
+            if version.is_empty() {
+                return None;
+            }
+            let release = element.attribute("rel").unwrap_or("").trim().to_owned();
+            Some(Condition {
+                comparison,
+                epoch,
+                version,
+                release,
+            })
+        }
+    };
+    Some(Dependency {
+        name: name.to_owned(),
+        condition,
+    })
 }
 
 /// Why a `<package>` was left out.
@@ -274,6 +391,7 @@ struct Partial {
     version: Option<(String, String, String)>,
     source_rpm: Option<String>,
     location: Option<String>,
+    obsoletes: Vec<Dependency>,
 }
 
 impl Partial {
@@ -301,6 +419,7 @@ impl Partial {
             evr: Evr::new(epoch, ver, rel),
             source_rpm: self.source_rpm.filter(|s| !s.is_empty()),
             location: self.location.filter(|s| !s.is_empty()),
+            obsoletes: self.obsoletes,
         })
     }
 }
@@ -312,6 +431,7 @@ impl Primary {
             return Err(PrimaryError::TooLarge);
         }
         const PACKAGE: [&str; 2] = ["metadata", "package"];
+        const OBSOLETES: [&str; 5] = ["metadata", "package", "format", "obsoletes", "entry"];
         let mut walker = Walker::new(input);
         let mut primary = Primary::default();
         let mut current: Option<Partial> = None;
@@ -339,6 +459,10 @@ impl Primary {
                         package.version = Some((get("epoch"), get("ver"), get("rel")));
                     } else if walker.at(&["metadata", "package", "location"]) {
                         package.location = Some(get("href"));
+                    } else if walker.at(&OBSOLETES)
+                        && let Some(obsoletes) = dependency(&element)
+                    {
+                        package.obsoletes.push(obsoletes);
                     }
                 }
                 Step::Close { text, .. } => {
@@ -478,6 +602,12 @@ mod tests {
     <rpm:requires>
       <rpm:entry name="libc.so.6()(64bit)"/>
     </rpm:requires>
+    <rpm:obsoletes>
+      <rpm:entry name="openssl11" flags="LT" epoch="1" ver="1.1.1" rel="5"/>
+      <rpm:entry name="openssl-old"/>
+      <rpm:entry name="openssl-libs-compat" flags="LE" ver="3.0"/>
+      <rpm:entry name="weird" flags="XX" ver="1"/>
+    </rpm:obsoletes>
   </format>
 </package>
 <package type="rpm">
@@ -533,6 +663,8 @@ mod tests {
                 "package badepoch: epoch \"x\" is not a number"
             ]
         );
+        assert!(primary.packages[1].obsoletes.is_empty());
+        obsoletes_are_read_and_evaluated(&primary.packages[0]);
         assert_eq!(
             Primary::parse(b"<repomd/>"),
             Err(PrimaryError::NotPrimary("repomd".into()))
@@ -541,5 +673,23 @@ mod tests {
             Primary::parse(b"<metadata><package>"),
             Err(PrimaryError::Xml(_))
         ));
+    }
+
+    fn obsoletes_are_read_and_evaluated(package: &RepoPackage) {
+        let names: Vec<&str> = package.obsoletes.iter().map(|d| d.name.as_str()).collect();
+        // The entry with unknown flags is left out.
+        assert_eq!(names, ["openssl11", "openssl-old", "openssl-libs-compat"]);
+        let [versioned, any, no_release] = &package.obsoletes[..] else {
+            panic!("three obsoletes: {:?}", package.obsoletes);
+        };
+        let evr = |text: &str| Evr::parse(text).expect("evr");
+        assert!(versioned.matches("openssl11", &evr("1:1.1.1-4")));
+        assert!(!versioned.matches("openssl11", &evr("1:1.1.1-5")));
+        assert!(!versioned.matches("openssl11", &evr("2:0-1")));
+        assert!(!versioned.matches("openssl", &evr("0:1-1")));
+        assert!(any.matches("openssl-old", &evr("99:9-9")));
+        // No release in the relation: every release of 3.0 matches.
+        assert!(no_release.matches("openssl-libs-compat", &evr("3.0-99")));
+        assert!(!no_release.matches("openssl-libs-compat", &evr("3.0.1-1")));
     }
 }
