@@ -84,6 +84,24 @@ pub fn paragraphs(input: &[u8]) -> Paragraphs<'_> {
     }
 }
 
+/// Reads every paragraph of `input` with `entry`: what it accepts, and
+/// what was wrong with the rest (a syntax error or `entry`'s own error),
+/// so that one bad entry never hides the others.
+pub fn entries<T, E: From<SyntaxError>>(
+    input: &[u8],
+    entry: impl Fn(&Paragraph<'_>) -> Result<T, E>,
+) -> (Vec<T>, Vec<E>) {
+    let mut accepted = Vec::new();
+    let mut problems = Vec::new();
+    for paragraph in paragraphs(input) {
+        match paragraph.map_err(E::from).and_then(|p| entry(&p)) {
+            Ok(value) => accepted.push(value),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    (accepted, problems)
+}
+
 /// Iterator returned by [`paragraphs`].
 pub struct Paragraphs<'a> {
     input: &'a [u8],

@@ -77,17 +77,8 @@ impl Index {
         if input.len() > MAX_SIZE {
             return Err(IndexError::TooLarge);
         }
-        let mut index = Index::default();
-        for paragraph in control::paragraphs(input) {
-            match paragraph
-                .map_err(IndexProblem::from)
-                .and_then(|p| entry(&p))
-            {
-                Ok(available) => index.packages.push(available),
-                Err(problem) => index.problems.push(problem),
-            }
-        }
-        Ok(index)
+        let (packages, problems) = control::entries(input, entry);
+        Ok(Index { packages, problems })
     }
 }
 

@@ -142,17 +142,8 @@ impl StatusFile {
         if input.len() > MAX_SIZE {
             return Err(StatusError::TooLarge);
         }
-        let mut file = StatusFile::default();
-        for paragraph in control::paragraphs(input) {
-            match paragraph
-                .map_err(EntryProblem::from)
-                .and_then(|p| package(&p))
-            {
-                Ok(package) => file.packages.push(package),
-                Err(problem) => file.problems.push(problem),
-            }
-        }
-        Ok(file)
+        let (packages, problems) = control::entries(input, package);
+        Ok(StatusFile { packages, problems })
     }
 
     /// The installed packages (see [`PackageState::is_installed`]).

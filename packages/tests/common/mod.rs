@@ -8,7 +8,7 @@ pub mod rpm;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use palisade_packages::deb::upgrade::Plan;
+use palisade_packages::deb::upgrade::{Plan, UpdateState};
 use std::process::{Command, Output, Stdio};
 
 /// Whether `program` is an executable file on the `PATH`. Looked up rather
@@ -123,6 +123,28 @@ pub struct Simulation {
 }
 
 impl Simulation {
+    /// The plan installs, keeps back (held, phased, unsatisfiable) and
+    /// removes exactly what apt said it would.
+    pub fn assert_same_as(&self, plan: &Plan) {
+        assert_eq!(
+            plan_installs(plan),
+            self.installs,
+            "what dist-upgrade installs"
+        );
+        let not_installed: BTreeSet<String> = plan
+            .updates
+            .iter()
+            .filter(|u| u.state != UpdateState::Pending)
+            .map(|u| u.name.clone())
+            .collect();
+        assert_eq!(
+            not_installed, self.kept_back,
+            "what dist-upgrade keeps back"
+        );
+        let removals: BTreeSet<String> = plan.removals.iter().map(|r| r.name.clone()).collect();
+        assert_eq!(removals, self.removals, "what dist-upgrade removes");
+    }
+
     /// Reads `apt-get -s dist-upgrade`'s output (run with `LC_ALL=C`).
     pub fn parse(out: &str) -> Simulation {
         let mut installs = BTreeMap::new();
