@@ -30,7 +30,9 @@
 //!   arch rules, install-only packages, excludes, versionlock, obsoletes),
 //!   with each update's advisories and security classification;
 //! - [`reboot`]: whether the running kernel is the newest installed of its
-//!   flavour, and which deleted files a process still maps.
+//!   flavour, and which deleted files a process still maps;
+//! - [`inventory`]: a host's packages and updates in one shape for apt and
+//!   dnf hosts, and the deltas the agent uploads instead of the whole.
 //!
 //! Invariants: nothing here reads files, spawns processes or panics on any
 //! input; every parser of untrusted bytes has a fuzz target in `fuzz/`;
@@ -40,5 +42,6 @@
 //! apt, rpm and dnf themselves).
 
 pub mod deb;
+pub mod inventory;
 pub mod reboot;
 pub mod rpm;

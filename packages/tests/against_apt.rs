@@ -32,6 +32,7 @@ use std::process::Command;
 use common::{Simulation, build_deb, dpkg, have, make_dpkg_root, plan_installs, run};
 use palisade_packages::deb::apt::{AptState, NamedFile, is_preferences_name};
 use palisade_packages::deb::upgrade::{Options, UpdateState};
+use palisade_packages::inventory::Inventory;
 
 /// (suite, package, version, extra control fields)
 const REPOSITORY: &[(&str, &str, &str, &str)] = &[
@@ -400,4 +401,32 @@ fn the_plan_is_what_apt_would_do() {
     assert_eq!(plan_after.pending().count(), 0, "{:?}", plan_after.updates);
     assert!(plan_after.removals.is_empty() && plan_after.new_installs.is_empty());
     assert!(simulate(&config).installs.is_empty());
+
+    // What the agent would upload for this upgrade: a delta naming exactly
+    // the packages apt changed, which turns the old inventory into the new.
+    let before = Inventory::from_apt(&state.status, &plan);
+    let now = Inventory::from_apt(&after.status, &plan_after);
+    let delta = before.diff(&now);
+    assert_eq!(before.apply(&delta).expect("the delta applies"), now);
+    let installs: BTreeSet<String> = plan_installs(&plan).into_keys().collect();
+    let set: BTreeSet<String> = delta.installed_set.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(set, installs, "packages added or upgraded");
+    let removed: BTreeSet<String> = delta
+        .installed_removed
+        .iter()
+        .map(|k| k.0.clone())
+        .collect();
+    let upgraded_or_removed: BTreeSet<String> = plan
+        .pending()
+        .map(|u| u.name.clone())
+        .chain(plan.removals.iter().map(|r| r.name.clone()))
+        .collect();
+    assert_eq!(
+        removed, upgraded_or_removed,
+        "old versions and removed packages"
+    );
+    assert!(
+        now.diff(&Inventory::from_apt(&read_state(&root).status, &plan_after))
+            .is_empty()
+    );
 }

@@ -26,6 +26,7 @@ use std::process::Output;
 mod common;
 use common::have;
 use common::rpm::{Sandbox, arch_spec, check, read_rpmdb, spec};
+use palisade_packages::inventory::Inventory;
 
 use palisade_packages::rpm::dnf::{DnfState, NamedFile, RepoMetadata};
 use palisade_packages::rpm::updateinfo::AdvisoryKind;
@@ -548,6 +549,8 @@ fn the_plan_matches_dnf_check_update_and_a_real_upgrade() {
     assert_eq!(listed, expected);
     assert!(listed.contains("kernel-1.0-1.noarch") && listed.contains("kernel-2.0-1.noarch"));
 
+    let plan_before = &plan;
+
     // Nothing is left to do, for dnf and for the plan; the excluded
     // package is still held.
     let out = world.dnf("stage2", &["check-update"]);
@@ -557,4 +560,35 @@ fn the_plan_matches_dnf_check_update_and_a_real_upgrade() {
     assert!(plan.obsoletions.is_empty(), "{:?}", plan.obsoletions);
     let held: Vec<&str> = plan.updates.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(held, ["pal-excluded"]);
+
+    // What the agent would upload for this upgrade: a delta that turns the
+    // old inventory into the new, naming the packages dnf installed.
+    let old = Inventory::from_dnf(&before, plan_before);
+    let new = Inventory::from_dnf(&after, &plan);
+    let delta = old.diff(&new);
+    assert_eq!(old.apply(&delta).expect("the delta applies"), new);
+    let set: BTreeSet<String> = delta
+        .installed_set
+        .iter()
+        .map(|p| format!("{}-{}.{}", p.name, p.version, p.arch))
+        .collect();
+    let installed: BTreeSet<String> = listed
+        .iter()
+        .filter(|l| {
+            !before.iter().any(|p| {
+                format!("{}-{}.{}", p.name, p.evr(), p.arch.as_deref().unwrap_or("")) == **l
+            })
+        })
+        .filter(|l| !l.starts_with("gpg-pubkey"))
+        .cloned()
+        .collect();
+    assert_eq!(set, installed);
+    assert!(!delta.updates_removed.is_empty());
+    assert!(
+        new.diff(&Inventory::from_dnf(
+            &read_rpmdb(&world.root),
+            &world.plan()
+        ))
+        .is_empty()
+    );
 }
