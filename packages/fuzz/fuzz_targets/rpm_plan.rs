@@ -12,7 +12,8 @@ use palisade_packages::rpm::updateinfo::AdvisoryKind;
 use palisade_packages::rpm::upgrade::{UpdateState, compatible_arches};
 use palisade_packages::rpm::{Evr, InstalledRpm};
 
-const REPOMD: &[u8] = b"<repomd><data type=\"primary\"><location href=\"repodata/primary.xml\"/></data>\
+const REPOMD: &[u8] =
+    b"<repomd><data type=\"primary\"><location href=\"repodata/primary.xml\"/></data>\
 <data type=\"updateinfo\"><location href=\"repodata/updateinfo.xml\"/></data></repomd>";
 
 fn installed(text: &[u8]) -> Vec<InstalledRpm> {
@@ -57,9 +58,13 @@ fuzz_target!(|bytes: &[u8]| {
             },
         ],
     }];
-    let Ok(state) =
-        DnfState::from_files(installed(&packages), &conf, &repo_files, &metadata, Some(&locks))
-    else {
+    let Ok(state) = DnfState::from_files(
+        installed(&packages),
+        &conf,
+        &repo_files,
+        &metadata,
+        Some(&locks),
+    ) else {
         return;
     };
     for problem in &state.problems {
@@ -79,7 +84,10 @@ fuzz_target!(|bytes: &[u8]| {
         assert!(!update.repositories.is_empty());
         assert_eq!(
             update.security,
-            update.advisories.iter().any(|a| a.kind == AdvisoryKind::Security)
+            update
+                .advisories
+                .iter()
+                .any(|a| a.kind == AdvisoryKind::Security)
         );
         if let UpdateState::Excluded { pattern } | UpdateState::Locked { pattern } = &update.state {
             assert!(!pattern.is_empty());
