@@ -205,6 +205,8 @@ async fn ingest(db: &Db, samples: usize, writers: usize, postmaster: Option<u32>
     let server_before = postmaster.map(cpu_seconds_of_cluster);
     let cpu_before = cpu_seconds_self();
     let started = Instant::now();
+    // Oldest batches first, as agents send them (`pop` takes from the end).
+    work.reverse();
     let queue = Arc::new(std::sync::Mutex::new(std::mem::take(&mut work)));
     let mut tasks = Vec::new();
     for _ in 0..writers {

@@ -139,7 +139,7 @@ async fn sqlite_to_postgres_and_back_keeps_every_row_and_the_agent_resumes_witho
         if matches!(
             *table,
             "hosts"
-                | "metric_samples"
+                | "metric_chunks"
                 | "commands"
                 | "audit_log"
                 | "users"

@@ -107,10 +107,9 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "host_id, seq",
     ),
     (
-        "metric_samples",
-        "host_id, collected_at, seq, cpu_percent, memory_total_bytes, memory_available_bytes, swap_total_bytes, \
-         swap_free_bytes, load_1, load_5, load_15, uptime_seconds, process_count, filesystems, network",
-        "host_id, collected_at, seq",
+        "metric_chunks",
+        "host_id, first_at, first_seq, last_at, last_seq, samples, data",
+        "host_id, first_at, first_seq",
     ),
     (
         "host_latest_metrics",
@@ -128,6 +127,11 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "metric_rollups_dirty",
         "host_id, resolution, bucket",
         "host_id, resolution, bucket",
+    ),
+    (
+        "metric_minutes_dirty",
+        "host_id, hour, since",
+        "host_id, hour",
     ),
     (
         "commands",
@@ -264,7 +268,7 @@ pub fn migrate_data(from: &str, to: &str) -> Result<CopyReport> {
         .read_blocking("migrate-data: read source", |src| {
             if target.dialect() == Dialect::Postgres {
                 let range: (Option<i64>, Option<i64>) = src.query_one(
-                    "SELECT MIN(collected_at), MAX(collected_at) FROM metric_samples",
+                    "SELECT MIN(first_at), MAX(first_at) FROM metric_chunks",
                     params![],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )?;

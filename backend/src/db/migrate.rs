@@ -19,16 +19,22 @@ pub struct Migration {
     /// The file name without `.sql`, e.g. `0001_init`.
     pub name: &'static str,
     pub sql: &'static str,
+    /// Work SQL cannot express (re-encoding rows), run after `sql` in the
+    /// same transaction.
+    pub then: Option<fn(&mut Tx<'_>) -> Result<()>>,
 }
 
 macro_rules! migrations {
-    ($dialect:literal: $($version:literal $name:literal),* $(,)?) => {
+    ($dialect:literal: $($version:literal $name:literal $(then $then:path)?),* $(,)?) => {
         &[$(Migration {
             version: $version,
             name: $name,
             sql: include_str!(concat!("../../migrations/", $dialect, "/", $name, ".sql")),
+            then: migrations!(@then $($then)?),
         }),*]
     };
+    (@then) => { None };
+    (@then $then:path) => { Some($then) };
 }
 
 /// Every SQLite migration this build knows, in order.
@@ -42,6 +48,8 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     7 "0007_sign_in",
     8 "0008_second_factors",
     9 "0009_passkeys",
+    10 "0010_metric_chunks" then crate::metrics::store::move_legacy_samples,
+    11 "0011_drop_metric_samples",
 );
 
 /// Every PostgreSQL migration this build knows, in order.
@@ -55,6 +63,8 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     7 "0007_sign_in",
     8 "0008_second_factors",
     9 "0009_passkeys",
+    10 "0010_metric_chunks" then crate::metrics::store::move_legacy_samples,
+    11 "0011_drop_metric_samples",
 );
 
 pub fn for_dialect(dialect: Dialect) -> &'static [Migration] {
@@ -130,6 +140,9 @@ pub fn apply(db: &Db) -> Result<()> {
                     return Ok(false);
                 }
                 tx.batch(migration.sql)?;
+                if let Some(then) = migration.then {
+                    then(tx)?;
+                }
                 tx.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                     crate::params![migration.version, crate::now_millis()],

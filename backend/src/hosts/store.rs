@@ -303,13 +303,15 @@ pub fn apply_health(tx: &mut Tx<'_>, id: &str, seq: u64, health: &AgentHealth) -
 /// Every stored record sequence of a host, ascending (for audits of the
 /// no-loss guarantee): the ledger and the metric samples.
 pub fn record_seqs(tx: &mut Tx<'_>, id: &str) -> Result<Vec<u64>> {
-    tx.query(
-        "SELECT seq FROM host_records WHERE host_id = $1
-         UNION SELECT seq FROM metric_samples WHERE host_id = $1
-         ORDER BY 1",
+    let mut seqs: Vec<u64> = tx.query(
+        "SELECT seq FROM host_records WHERE host_id = $1",
         params![id],
         |row| row.get(0),
-    )
+    )?;
+    seqs.extend(crate::metrics::store::seqs(tx, id)?);
+    seqs.sort_unstable();
+    seqs.dedup();
+    Ok(seqs)
 }
 
 /// Revokes a host (the first revocation time is kept). False when there is

@@ -1,5 +1,5 @@
 //! Work on stored metrics that runs in the background: rolling samples up,
-//! retention, and (PostgreSQL) the daily partitions of `metric_samples`.
+//! retention, and (PostgreSQL) the daily partitions of `metric_chunks`.
 //!
 //! Every step is idempotent and safe to run from two places at once: a
 //! rollup is recomputed from what is stored, and the buckets to recompute
@@ -7,7 +7,8 @@
 //! or transaction that reads the samples, so a sample committed later marks
 //! its bucket dirty again instead of being missed.
 
-use super::Resolution;
+use std::collections::BTreeMap;
+
 use crate::config::MetricsConfig;
 use crate::db::{Db, Dialect, Lock, Millis, Result, Tx};
 use crate::params;
@@ -26,19 +27,6 @@ const ROLLUP_UPSERT: &str = "ON CONFLICT (host_id, resolution, bucket) DO UPDATE
      memory_total = excluded.memory_total, swap_used_avg = excluded.swap_used_avg,
      load_1_avg = excluded.load_1_avg, load_1_max = excluded.load_1_max,
      process_count_avg = excluded.process_count_avg";
-
-/// Aggregates of raw samples per claimed minute bucket `d`.
-const MINUTE_AGGREGATE: &str = "SELECT d.host_id, 60000, d.bucket, COUNT(*),
-       CAST(AVG(s.cpu_percent) AS DOUBLE PRECISION), MAX(s.cpu_percent),
-       CAST(AVG(s.memory_total_bytes - s.memory_available_bytes) AS DOUBLE PRECISION),
-       MAX(s.memory_total_bytes - s.memory_available_bytes), MAX(s.memory_total_bytes),
-       CAST(AVG(s.swap_total_bytes - s.swap_free_bytes) AS DOUBLE PRECISION),
-       CAST(AVG(s.load_1) AS DOUBLE PRECISION), MAX(s.load_1),
-       CAST(AVG(s.process_count) AS DOUBLE PRECISION)
-     FROM claimed d
-     JOIN metric_samples s ON s.host_id = d.host_id AND s.collected_at >= d.bucket AND s.collected_at < d.bucket + 60000
-     WHERE true
-     GROUP BY d.host_id, d.bucket";
 
 /// Aggregates of minute rollups per claimed hour bucket `d`, weighted by
 /// their sample counts.
@@ -64,75 +52,146 @@ pub struct RollupReport {
 /// Recomputes every dirty bucket: minutes from samples, then hours from
 /// minutes.
 pub fn roll_up(tx: &mut Tx<'_>) -> Result<RollupReport> {
-    match tx.dialect() {
-        Dialect::Sqlite => roll_up_sqlite(tx),
-        Dialect::Postgres => roll_up_postgres(tx),
-    }
-}
-
-/// SQLite: the transaction holds the database's write lock, so reading the
-/// dirty list, aggregating and clearing it cannot interleave with ingest.
-fn roll_up_sqlite(tx: &mut Tx<'_>) -> Result<RollupReport> {
-    let mut report = RollupReport::default();
-    for (resolution, aggregate) in [
-        (Resolution::Minute, MINUTE_AGGREGATE),
-        (Resolution::Hour, HOUR_AGGREGATE),
-    ] {
-        let claimed = format!(
-            "WITH claimed AS (SELECT host_id, bucket FROM metric_rollups_dirty WHERE resolution = {}) ",
-            resolution.millis()
-        );
-        let changed = tx.execute(
-            &format!(
-                "{claimed}INSERT INTO metric_rollups ({ROLLUP_COLUMNS}) {aggregate} {ROLLUP_UPSERT}"
-            ),
-            params![],
-        )?;
-        if resolution == Resolution::Minute {
+    // Claim the dirty minutes (per host and hour, from `since` on) and mark
+    // their hours dirty.
+    let claimed: Vec<(String, Millis, Millis)> = match tx.dialect() {
+        // SQLite: the transaction holds the database's write lock, so
+        // reading the dirty list, aggregating and clearing it cannot
+        // interleave with ingest.
+        Dialect::Sqlite => {
+            let claimed = tx.query(
+                "SELECT host_id, hour, since FROM metric_minutes_dirty",
+                params![],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?;
             tx.execute(
                 "INSERT INTO metric_rollups_dirty (host_id, resolution, bucket)
-                 SELECT DISTINCT host_id, 3600000, bucket - (bucket % 3600000) FROM metric_rollups_dirty
-                 WHERE resolution = 60000
+                 SELECT host_id, 3600000, hour FROM metric_minutes_dirty WHERE true
                  ON CONFLICT DO NOTHING",
                 params![],
             )?;
-            report.minute_buckets = changed;
-        } else {
-            report.hour_buckets = changed;
+            tx.execute("DELETE FROM metric_minutes_dirty", params![])?;
+            claimed
         }
+        // PostgreSQL: the claim is a `DELETE ... RETURNING`; an ingest that
+        // commits meanwhile waits on the claimed row and then marks its
+        // hour dirty anew, so its samples are rolled up by the next pass.
+        Dialect::Postgres => tx.query(
+            "WITH claimed AS (DELETE FROM metric_minutes_dirty RETURNING host_id, hour, since),
+                  hours AS (INSERT INTO metric_rollups_dirty (host_id, resolution, bucket)
+                            SELECT DISTINCT host_id, 3600000, hour FROM claimed
+                            ON CONFLICT DO NOTHING)
+             SELECT host_id, hour, since FROM claimed",
+            params![],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?,
+    };
+    let minute_buckets = roll_up_minutes(tx, claimed)?;
+    let claimed = match tx.dialect() {
+        Dialect::Sqlite => {
+            "WITH claimed AS (SELECT host_id, bucket FROM metric_rollups_dirty WHERE resolution = 3600000) "
+        }
+        Dialect::Postgres => {
+            "WITH claimed AS (DELETE FROM metric_rollups_dirty WHERE resolution = 3600000 RETURNING host_id, bucket) "
+        }
+    };
+    let hour_buckets = tx.execute(
+        &format!("{claimed}INSERT INTO metric_rollups ({ROLLUP_COLUMNS}) {HOUR_AGGREGATE} {ROLLUP_UPSERT}"),
+        params![],
+    )?;
+    if tx.dialect() == Dialect::Sqlite {
         tx.execute(
-            "DELETE FROM metric_rollups_dirty WHERE resolution = $1",
-            params![resolution.millis()],
+            "DELETE FROM metric_rollups_dirty WHERE resolution = 3600000",
+            params![],
         )?;
     }
-    Ok(report)
+    Ok(RollupReport {
+        minute_buckets,
+        hour_buckets,
+    })
 }
 
-/// PostgreSQL: each statement claims its dirty buckets (`DELETE ...
-/// RETURNING`) and aggregates them in one snapshot; an ingest that commits
-/// meanwhile waits on the claimed row and then marks its bucket dirty anew.
-fn roll_up_postgres(tx: &mut Tx<'_>) -> Result<RollupReport> {
-    let minute = tx.execute(
-        &format!(
-            "WITH claimed AS (DELETE FROM metric_rollups_dirty WHERE resolution = 60000 RETURNING host_id, bucket),
-                  hours AS (INSERT INTO metric_rollups_dirty (host_id, resolution, bucket)
-                            SELECT DISTINCT host_id, 3600000, bucket - (bucket % 3600000) FROM claimed
-                            ON CONFLICT DO NOTHING)
-             INSERT INTO metric_rollups ({ROLLUP_COLUMNS}) {MINUTE_AGGREGATE} {ROLLUP_UPSERT}"
-        ),
-        params![],
-    )?;
-    let hour = tx.execute(
-        &format!(
-            "WITH claimed AS (DELETE FROM metric_rollups_dirty WHERE resolution = 3600000 RETURNING host_id, bucket)
-             INSERT INTO metric_rollups ({ROLLUP_COLUMNS}) {HOUR_AGGREGATE} {ROLLUP_UPSERT}"
-        ),
-        params![],
-    )?;
-    Ok(RollupReport {
-        minute_buckets: minute,
-        hour_buckets: hour,
-    })
+/// Sums of one minute bucket's samples.
+#[derive(Default)]
+struct MinuteSums {
+    samples: u64,
+    cpu_sum: f64,
+    cpu_max: f64,
+    memory_used_sum: f64,
+    memory_used_max: i128,
+    memory_total_max: u64,
+    swap_used_sum: f64,
+    load_1_sum: f64,
+    load_1_max: f64,
+    process_count_sum: f64,
+}
+
+impl MinuteSums {
+    fn add(&mut self, s: &super::Sample) {
+        // Used memory as the old SQL computed it: total minus available,
+        // which a confused kernel report could make negative.
+        let memory_used = i128::from(s.memory_total_bytes) - i128::from(s.memory_available_bytes);
+        let swap_used = i128::from(s.swap_total_bytes) - i128::from(s.swap_free_bytes);
+        if self.samples == 0 {
+            self.cpu_max = s.cpu_percent;
+            self.memory_used_max = memory_used;
+            self.load_1_max = s.load_1;
+        }
+        self.samples += 1;
+        self.cpu_sum += s.cpu_percent;
+        self.cpu_max = self.cpu_max.max(s.cpu_percent);
+        self.memory_used_sum += memory_used as f64;
+        self.memory_used_max = self.memory_used_max.max(memory_used);
+        self.memory_total_max = self.memory_total_max.max(s.memory_total_bytes);
+        self.swap_used_sum += swap_used as f64;
+        self.load_1_sum += s.load_1;
+        self.load_1_max = self.load_1_max.max(s.load_1);
+        self.process_count_sum += f64::from(s.process_count);
+    }
+}
+
+/// Recomputes the minute buckets of each claimed hour from its `since` on,
+/// from the samples stored in them (a bucket without samples is left
+/// alone). Returns how many were written.
+fn roll_up_minutes(tx: &mut Tx<'_>, claimed: Vec<(String, Millis, Millis)>) -> Result<u64> {
+    let mut by_host: BTreeMap<String, BTreeMap<Millis, Millis>> = BTreeMap::new();
+    for (host, hour, since) in claimed {
+        // Whole minutes: the bucket `since` falls in is recomputed entirely.
+        let since = since - since.rem_euclid(60_000);
+        by_host.entry(host).or_default().insert(hour, since);
+    }
+    let mut written = 0;
+    for (host, dirty) in by_host {
+        let mut sums: BTreeMap<Millis, MinuteSums> = BTreeMap::new();
+        for sample in super::store::samples_since(tx, &host, &dirty)? {
+            let bucket = sample.collected_at - sample.collected_at.rem_euclid(60_000);
+            sums.entry(bucket).or_default().add(&sample);
+        }
+        for (bucket, m) in sums {
+            let n = m.samples as f64;
+            written += tx.execute(
+                &format!(
+                    "INSERT INTO metric_rollups ({ROLLUP_COLUMNS})
+                     VALUES ($1, 60000, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) {ROLLUP_UPSERT}"
+                ),
+                params![
+                    &host,
+                    bucket,
+                    crate::db::counter(m.samples),
+                    m.cpu_sum / n,
+                    m.cpu_max,
+                    m.memory_used_sum / n,
+                    i64::try_from(m.memory_used_max).unwrap_or(if m.memory_used_max < 0 { i64::MIN } else { i64::MAX }),
+                    crate::db::counter(m.memory_total_max),
+                    m.swap_used_sum / n,
+                    m.load_1_sum / n,
+                    m.load_1_max,
+                    m.process_count_sum / n,
+                ],
+            )?;
+        }
+    }
+    Ok(written)
 }
 
 /// What one retention pass removed.
@@ -154,23 +213,33 @@ pub fn apply_retention(db: &Db, now: Millis, config: &MetricsConfig) -> Result<R
     let mut report = RetentionReport::default();
     let raw_cutoff = now.saturating_sub(days(config.raw_retention_days));
     match db.dialect() {
+        // A chunk never spans an hour, so every chunk that starts before
+        // the cutoff's hour ends before the cutoff: retention is exact to
+        // the hour (at most an hour more is kept).
         Dialect::Sqlite => loop {
+            let cutoff_hour = raw_cutoff - raw_cutoff.rem_euclid(3_600_000);
             let oldest: Option<Millis> = db.read_blocking("metrics retention", |tx| {
                 tx.query_one(
-                    "SELECT MIN(collected_at) FROM metric_samples",
+                    "SELECT MIN(first_at) FROM metric_chunks",
                     params![],
                     |row| row.get(0),
                 )
             })?;
-            let Some(oldest) = oldest.filter(|&o| o < raw_cutoff) else {
+            let Some(oldest) = oldest.filter(|&o| o < cutoff_hour) else {
                 break;
             };
-            let upto = oldest.saturating_add(3_600_000).min(raw_cutoff);
+            let upto = oldest.saturating_add(3_600_000).min(cutoff_hour);
             report.samples += db.write_blocking("metrics retention", |tx| {
-                tx.execute(
-                    "DELETE FROM metric_samples WHERE collected_at < $1",
+                let samples: Option<i64> = tx.query_one(
+                    "SELECT SUM(samples) FROM metric_chunks WHERE first_at < $1",
                     params![upto],
-                )
+                    |row| row.get(0),
+                )?;
+                tx.execute(
+                    "DELETE FROM metric_chunks WHERE first_at < $1",
+                    params![upto],
+                )?;
+                Ok(u64::try_from(samples.unwrap_or(0)).unwrap_or(0))
             })?;
         },
         Dialect::Postgres => {
@@ -183,10 +252,13 @@ pub fn apply_retention(db: &Db, now: Millis, config: &MetricsConfig) -> Result<R
                         dropped += 1;
                     }
                 }
-                let deleted = tx.execute(
-                    "DELETE FROM metric_samples_default WHERE collected_at < $1",
+                let deleted: Option<i64> = tx.query_one(
+                    "WITH gone AS (DELETE FROM metric_chunks_default WHERE last_at < $1 RETURNING samples)
+                     SELECT CAST(SUM(samples) AS BIGINT) FROM gone",
                     params![raw_cutoff],
+                    |row| row.get(0),
                 )?;
+                let deleted = u64::try_from(deleted.unwrap_or(0)).unwrap_or(0);
                 Ok((dropped, deleted))
             })?;
             report.partitions_dropped = dropped;
@@ -209,14 +281,14 @@ pub fn apply_retention(db: &Db, now: Millis, config: &MetricsConfig) -> Result<R
     Ok(report)
 }
 
-/// The daily partitions of `metric_samples`: (table name, day number since
+/// The daily partitions of `metric_chunks`: (table name, day number since
 /// the epoch).
 fn partitions(tx: &mut Tx<'_>) -> Result<Vec<(String, i64)>> {
     let names: Vec<String> = tx.query(
         "SELECT c.relname::text FROM pg_inherits i
          JOIN pg_class c ON c.oid = i.inhrelid
          JOIN pg_class p ON p.oid = i.inhparent
-         WHERE p.relname = 'metric_samples' AND p.relnamespace = to_regnamespace(current_schema())::oid",
+         WHERE p.relname = 'metric_chunks' AND p.relnamespace = to_regnamespace(current_schema())::oid",
         params![],
         |row| row.get(0),
     )?;
@@ -229,9 +301,9 @@ fn partitions(tx: &mut Tx<'_>) -> Result<Vec<(String, i64)>> {
         .collect())
 }
 
-/// `metric_samples_p20251124` → the day number of 2025-11-24.
+/// `metric_chunks_p20251124` → the day number of 2025-11-24.
 fn partition_day(name: &str) -> Option<i64> {
-    let digits = name.strip_prefix("metric_samples_p")?;
+    let digits = name.strip_prefix("metric_chunks_p")?;
     if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -254,7 +326,7 @@ fn partition_name(day: i64) -> Option<String> {
     let date =
         time::Date::from_julian_day(epoch.to_julian_day() + i32::try_from(day).ok()?).ok()?;
     Some(format!(
-        "metric_samples_p{:04}{:02}{:02}",
+        "metric_chunks_p{:04}{:02}{:02}",
         date.year(),
         u8::from(date.month()),
         date.day()
@@ -293,10 +365,10 @@ fn ensure_days(tx: &mut Tx<'_>, first_day: i64, last_day: i64) -> Result<u64> {
         };
         let (from, to) = (day * DAY_MS, (day + 1) * DAY_MS);
         tx.batch(&format!(
-            "CREATE TABLE {name} (LIKE metric_samples INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-             WITH moved AS (DELETE FROM metric_samples_default WHERE collected_at >= {from} AND collected_at < {to} RETURNING *)
+            "CREATE TABLE {name} (LIKE metric_chunks INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             WITH moved AS (DELETE FROM metric_chunks_default WHERE first_at >= {from} AND first_at < {to} RETURNING *)
              INSERT INTO {name} SELECT * FROM moved;
-             ALTER TABLE metric_samples ATTACH PARTITION {name} FOR VALUES FROM ({from}) TO ({to});"
+             ALTER TABLE metric_chunks ATTACH PARTITION {name} FOR VALUES FROM ({from}) TO ({to});"
         ))?;
         created += 1;
     }
@@ -342,10 +414,10 @@ mod tests {
     fn partition_names_round_trip() {
         let day = 1_764_000_000_000 / DAY_MS;
         let name = partition_name(day).expect("a name");
-        assert_eq!(name, "metric_samples_p20251124");
+        assert_eq!(name, "metric_chunks_p20251124");
         assert_eq!(partition_day(&name), Some(day));
-        assert_eq!(partition_day("metric_samples_default"), None);
-        assert_eq!(partition_day("metric_samples_p2025112"), None);
-        assert_eq!(partition_day("metric_samples_p20251340"), None);
+        assert_eq!(partition_day("metric_chunks_default"), None);
+        assert_eq!(partition_day("metric_chunks_p2025112"), None);
+        assert_eq!(partition_day("metric_chunks_p20251340"), None);
     }
 }

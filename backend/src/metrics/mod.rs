@@ -2,13 +2,18 @@
 //!
 //! - this file: the model ([`Sample`] and its parts, [`Rollup`],
 //!   [`Resolution`]) and the conversion from the wire;
-//! - [`store`]: batched ingest, reads for charts, the latest sample;
+//! - [`chunk`]: the stored form of samples, a run of one host's samples
+//!   column by column;
+//! - [`store`]: batched ingest into chunks, reads for charts, the latest
+//!   sample;
 //! - [`maintenance`]: rolling samples up into 1-minute and 1-hour buckets,
 //!   retention, and PostgreSQL's daily partitions.
 //!
-//! Invariants: a sample is keyed (host, collected_at, seq), so a resent
-//! record is stored once; ingest is one multi-row statement per batch on
-//! PostgreSQL and one prepared insert per sample on SQLite; rollups are
+//! Invariants: a sample is identified by (host, collected_at, seq), so a
+//! resent record is stored once (ingest looks it up in the chunks covering
+//! it); a chunk holds one host's samples of one UTC hour, at most
+//! [`store::CHUNK_MAX_SAMPLES`], and ingest writes one row per chunk
+//! (a short run is appended to the hour's newest chunk while it has room); rollups are
 //! recomputed from what is stored (idempotent: running a job twice changes
 //! nothing), so a late sample only marks its bucket dirty.
 
@@ -17,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::Millis;
 
+pub mod chunk;
 pub mod maintenance;
 pub mod store;
 

@@ -1,14 +1,14 @@
 //! Metric queries: batched ingest, the latest sample, series for charts.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use super::{Filesystem, NetworkCounters, Resolution, Rollup, Sample};
 use crate::db::value::{json, to_json};
-use crate::db::{DbError, Dialect, Millis, Result, Row, Tx, counter};
+use crate::db::{DbError, Millis, Result, Row, Tx, counter};
 use crate::params;
 
 /// The columns of a sample, in the order [`sample_at`] reads them, for both
-/// `metric_samples` and `host_latest_metrics`.
+/// `host_latest_metrics` (and the old `metric_samples`, read once by migration 10).
 pub const SAMPLE_COLUMNS: &str = "seq, collected_at, cpu_percent, memory_total_bytes, memory_available_bytes, \
      swap_total_bytes, swap_free_bytes, load_1, load_5, load_15, uptime_seconds, process_count, filesystems, network";
 
@@ -96,24 +96,166 @@ impl SampleRow {
 const INSERT_COLUMNS: &str = "host_id, collected_at, seq, cpu_percent, memory_total_bytes, memory_available_bytes, \
      swap_total_bytes, swap_free_bytes, load_1, load_5, load_15, uptime_seconds, process_count, filesystems, network";
 
+/// A chunk takes new samples by being rewritten while it holds fewer than
+/// this many; then a new chunk starts. (A trickle of one sample per batch
+/// thus still ends up in dense chunks; a chunk rewrite stays small.)
+pub const CHUNK_MAX_SAMPLES: usize = 512;
+
+/// A run of at most this many new samples is appended to the hour's newest
+/// chunk (a trickle); a longer run gets chunks of its own (appending means
+/// decoding and re-encoding the chunk).
+const APPEND_MAX_RUN: usize = 64;
+
+const HOUR: Millis = 3_600_000;
+
+/// The start of the UTC hour `at` is in: no chunk spans two.
+fn hour_of(at: Millis) -> Millis {
+    at - at.rem_euclid(HOUR)
+}
+
+fn corrupt(host_id: &str, e: super::chunk::ChunkError) -> DbError {
+    DbError::Corrupt(format!("host {host_id}: {e}"))
+}
+
+/// A stored chunk's key, extent and (on demand) samples.
+struct StoredChunk {
+    first_at: Millis,
+    first_seq: i64,
+    last_at: Millis,
+    last_seq: i64,
+    samples: usize,
+    data: Vec<u8>,
+}
+
+impl StoredChunk {
+    fn covers(&self, at: Millis, seq: i64) -> bool {
+        (self.first_at, self.first_seq) <= (at, seq) && (at, seq) <= (self.last_at, self.last_seq)
+    }
+}
+
 /// Stores a batch of one host's samples; a sample already stored (same
 /// host, time and sequence) is left as it is. Also moves the host's latest
 /// sample and marks the touched 1-minute buckets for the rollup job.
 /// Returns how many samples were new.
+///
+/// The samples go into chunks ([`super::chunk`]), per hour: a short run
+/// (a trickle) is appended to the host's newest chunk of that hour while it
+/// has room and the run is newer than its last sample; anything else goes
+/// into new chunks of at most [`CHUNK_MAX_SAMPLES`]. Each touched hour is
+/// marked in `metric_minutes_dirty` from its earliest new sample on.
 pub fn insert_samples(tx: &mut Tx<'_>, host_id: &str, samples: &[&Sample]) -> Result<u64> {
-    if samples.is_empty() {
+    let mut batch: Vec<&Sample> = samples.to_vec();
+    batch.sort_by_key(|s| (s.collected_at, s.seq));
+    batch.dedup_by_key(|s| (s.collected_at, s.seq));
+    for s in &batch {
+        crate::db::seq(s.seq)?;
+    }
+    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        return Ok(0);
+    };
+    let (min_at, max_at) = (first.collected_at, last.collected_at);
+    // The chunks of the hours the batch falls in: the ones that may already
+    // hold some of its samples (a resend), and the ones it may append to.
+    let stored = tx.query(
+        "SELECT first_at, first_seq, last_at, last_seq, samples, data FROM metric_chunks
+         WHERE host_id = $1 AND first_at >= $2 AND first_at <= $3
+         ORDER BY first_at, first_seq",
+        params![host_id, hour_of(min_at), max_at],
+        |row| {
+            Ok(StoredChunk {
+                first_at: row.get(0)?,
+                first_seq: row.get(1)?,
+                last_at: row.get(2)?,
+                last_seq: row.get(3)?,
+                samples: usize::try_from(row.get::<u64>(4)?).unwrap_or(usize::MAX),
+                data: row.get(5)?,
+            })
+        },
+    )?;
+    let mut decoded: Vec<Option<Vec<Sample>>> = stored.iter().map(|_| None).collect();
+    let mut fresh: Vec<&Sample> = Vec::with_capacity(batch.len());
+    for s in batch {
+        let key = (s.collected_at, s.seq as i64);
+        let mut seen = false;
+        for (i, chunk) in stored.iter().enumerate() {
+            if !chunk.covers(key.0, key.1) {
+                continue;
+            }
+            if decoded[i].is_none() {
+                decoded[i] = Some(decode_chunk(host_id, &chunk.data)?);
+            }
+            let held = decoded[i].as_deref().unwrap_or_default();
+            if held
+                .binary_search_by_key(&(s.collected_at, s.seq), |h| (h.collected_at, h.seq))
+                .is_ok()
+            {
+                seen = true;
+                break;
+            }
+        }
+        if !seen {
+            fresh.push(s);
+        }
+    }
+    if fresh.is_empty() {
         return Ok(0);
     }
-    let rows = samples
-        .iter()
-        .map(|s| SampleRow::of(s))
-        .collect::<Result<Vec<_>>>()?;
-    let inserted = match tx.dialect() {
-        Dialect::Sqlite => insert_sqlite(tx, host_id, &rows)?,
-        Dialect::Postgres => insert_postgres(tx, host_id, &rows)?,
-    };
+
+    // One run per hour; each run appends to that hour's newest chunk or
+    // starts chunks of its own.
+    let mut start = 0;
+    while start < fresh.len() {
+        let hour = hour_of(fresh[start].collected_at);
+        let end = fresh[start..]
+            .iter()
+            .position(|s| hour_of(s.collected_at) != hour)
+            .map_or(fresh.len(), |n| start + n);
+        let run = &fresh[start..end];
+        start = end;
+        let newest = stored
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| hour_of(c.first_at) == hour)
+            .max_by_key(|(_, c)| (c.last_at, c.last_seq));
+        let mut rest = run;
+        if let Some((i, chunk)) = newest {
+            let first_new = (run[0].collected_at, run[0].seq as i64);
+            let room = CHUNK_MAX_SAMPLES.saturating_sub(chunk.samples);
+            if first_new > (chunk.last_at, chunk.last_seq)
+                && room > 0
+                && run.len() <= APPEND_MAX_RUN
+            {
+                let take = room.min(run.len());
+                let mut all = match decoded[i].take() {
+                    Some(samples) => samples,
+                    None => decode_chunk(host_id, &chunk.data)?,
+                };
+                all.extend(run[..take].iter().map(|s| (*s).clone()));
+                let tail = &all[all.len() - 1];
+                tx.execute(
+                    "UPDATE metric_chunks SET last_at = $4, last_seq = $5, samples = $6, data = $7
+                     WHERE host_id = $1 AND first_at = $2 AND first_seq = $3",
+                    params![
+                        host_id,
+                        chunk.first_at,
+                        chunk.first_seq,
+                        tail.collected_at,
+                        crate::db::seq(tail.seq)?,
+                        all.len() as i64,
+                        &super::chunk::encode(&all),
+                    ],
+                )?;
+                rest = &run[take..];
+            }
+        }
+        for piece in rest.chunks(CHUNK_MAX_SAMPLES) {
+            insert_chunk(tx, host_id, piece)?;
+        }
+    }
+
     // The newest of the batch replaces the host's latest if it is newer.
-    if let Some(newest) = rows.iter().max_by_key(|r| (r.collected_at, r.seq)) {
+    if let Some(newest) = fresh.last() {
+        let newest = SampleRow::of(newest)?;
         tx.execute(
             &format!(
                 "INSERT INTO host_latest_metrics ({INSERT_COLUMNS})
@@ -148,102 +290,150 @@ pub fn insert_samples(tx: &mut Tx<'_>, host_id: &str, samples: &[&Sample]) -> Re
             ],
         )?;
     }
-    let minute = Resolution::Minute.millis();
-    let buckets: BTreeSet<Millis> = rows
-        .iter()
-        .map(|r| r.collected_at - r.collected_at.rem_euclid(minute))
-        .collect();
-    for bucket in buckets {
+    // Mark each touched hour's minutes from the earliest new sample on.
+    let mut since: BTreeMap<Millis, Millis> = BTreeMap::new();
+    for s in &fresh {
+        since
+            .entry(hour_of(s.collected_at))
+            .or_insert(s.collected_at);
+    }
+    for (hour, since) in since {
         tx.execute(
-            "INSERT INTO metric_rollups_dirty (host_id, resolution, bucket) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            params![host_id, minute, bucket],
+            "INSERT INTO metric_minutes_dirty (host_id, hour, since) VALUES ($1, $2, $3)
+             ON CONFLICT (host_id, hour) DO UPDATE SET since = CASE
+                 WHEN excluded.since < metric_minutes_dirty.since THEN excluded.since
+                 ELSE metric_minutes_dirty.since END",
+            params![host_id, hour, since],
         )?;
     }
-    Ok(inserted)
+    Ok(fresh.len() as u64)
 }
 
-fn insert_sqlite(tx: &mut Tx<'_>, host_id: &str, rows: &[SampleRow]) -> Result<u64> {
-    let Some(conn) = tx.sqlite() else {
-        return Err(DbError::database(
-            "insert samples",
-            "not a SQLite transaction",
-        ));
+fn decode_chunk(host_id: &str, data: &[u8]) -> Result<Vec<Sample>> {
+    super::chunk::decode(data).map_err(|e| corrupt(host_id, e))
+}
+
+/// Stores `samples` (sorted, one hour, not empty) as a new chunk.
+fn insert_chunk(tx: &mut Tx<'_>, host_id: &str, samples: &[&Sample]) -> Result<()> {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return Ok(());
     };
-    let sql = format!(
-        "INSERT INTO metric_samples ({INSERT_COLUMNS})
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT DO NOTHING"
-    );
-    let mut stmt = conn
-        .prepare_cached(&sql)
-        .map_err(|e| DbError::database("insert samples", e))?;
-    let mut inserted = 0u64;
-    for r in rows {
-        inserted += stmt
-            .execute(rusqlite::params![
-                host_id,
-                r.collected_at,
-                r.seq,
-                r.cpu_percent,
-                r.memory_total_bytes,
-                r.memory_available_bytes,
-                r.swap_total_bytes,
-                r.swap_free_bytes,
-                r.load_1,
-                r.load_5,
-                r.load_15,
-                r.uptime_seconds,
-                r.process_count,
-                r.filesystems,
-                r.network,
-            ])
-            .map_err(|e| DbError::database("insert samples", e))? as u64;
-    }
-    Ok(inserted)
+    let owned: Vec<Sample> = samples.iter().map(|s| (*s).clone()).collect();
+    tx.execute(
+        "INSERT INTO metric_chunks (host_id, first_at, first_seq, last_at, last_seq, samples, data)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        params![
+            host_id,
+            first.collected_at,
+            crate::db::seq(first.seq)?,
+            last.collected_at,
+            crate::db::seq(last.seq)?,
+            samples.len() as i64,
+            &super::chunk::encode(&owned),
+        ],
+    )?;
+    Ok(())
 }
 
-/// One statement for the whole batch: the columns travel as arrays and
-/// `UNNEST` turns them back into rows.
-fn insert_postgres(tx: &mut Tx<'_>, host_id: &str, rows: &[SampleRow]) -> Result<u64> {
-    let collected: Vec<i64> = rows.iter().map(|r| r.collected_at).collect();
-    let seq: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    let cpu: Vec<f64> = rows.iter().map(|r| r.cpu_percent).collect();
-    let mem_total: Vec<i64> = rows.iter().map(|r| r.memory_total_bytes).collect();
-    let mem_avail: Vec<i64> = rows.iter().map(|r| r.memory_available_bytes).collect();
-    let swap_total: Vec<i64> = rows.iter().map(|r| r.swap_total_bytes).collect();
-    let swap_free: Vec<i64> = rows.iter().map(|r| r.swap_free_bytes).collect();
-    let load_1: Vec<f64> = rows.iter().map(|r| r.load_1).collect();
-    let load_5: Vec<f64> = rows.iter().map(|r| r.load_5).collect();
-    let load_15: Vec<f64> = rows.iter().map(|r| r.load_15).collect();
-    let uptime: Vec<i64> = rows.iter().map(|r| r.uptime_seconds).collect();
-    let procs: Vec<i64> = rows.iter().map(|r| r.process_count).collect();
-    let filesystems: Vec<&str> = rows.iter().map(|r| r.filesystems.as_str()).collect();
-    let network: Vec<&str> = rows.iter().map(|r| r.network.as_str()).collect();
-    tx.pg_execute(
-        &format!(
-            "INSERT INTO metric_samples ({INSERT_COLUMNS})
-             SELECT $1, * FROM UNNEST($2::int8[], $3::int8[], $4::float8[], $5::int8[], $6::int8[], $7::int8[],
-                                      $8::int8[], $9::float8[], $10::float8[], $11::float8[], $12::int8[], $13::int8[],
-                                      $14::text[], $15::text[])
-             ON CONFLICT DO NOTHING"
-        ),
-        &[
-            &host_id,
-            &collected,
-            &seq,
-            &cpu,
-            &mem_total,
-            &mem_avail,
-            &swap_total,
-            &swap_free,
-            &load_1,
-            &load_5,
-            &load_15,
-            &uptime,
-            &procs,
-            &filesystems,
-            &network,
-        ],
-    )
+/// Migration 10: moves every row of the old one-row-per-sample table into
+/// chunks, a host and a day at a time (the table is dropped by migration
+/// 11). Runs inside the migration's transaction.
+pub fn move_legacy_samples(tx: &mut Tx<'_>) -> Result<()> {
+    let hosts: Vec<(String, Millis, Millis)> = tx.query(
+        "SELECT host_id, MIN(collected_at), MAX(collected_at) FROM metric_samples GROUP BY host_id",
+        params![],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
+    if let (Some(first), Some(last)) = (
+        hosts.iter().map(|h| h.1).min(),
+        hosts.iter().map(|h| h.2).max(),
+    ) {
+        super::maintenance::ensure_partitions_between(tx, first, last)?;
+    }
+    const DAY: Millis = 24 * HOUR;
+    for (host_id, first, last) in hosts {
+        let mut from = hour_of(first);
+        while from <= last {
+            let samples = tx.query(
+                &format!(
+                    "SELECT {SAMPLE_COLUMNS} FROM metric_samples
+                     WHERE host_id = $1 AND collected_at >= $2 AND collected_at < $3
+                     ORDER BY collected_at, seq"
+                ),
+                params![&host_id, from, from.saturating_add(DAY)],
+                sample,
+            )?;
+            let refs: Vec<&Sample> = samples.iter().collect();
+            let mut start = 0;
+            while start < refs.len() {
+                let hour = hour_of(refs[start].collected_at);
+                let end = refs[start..]
+                    .iter()
+                    .position(|s| hour_of(s.collected_at) != hour)
+                    .map_or(refs.len(), |n| start + n);
+                for piece in refs[start..end].chunks(CHUNK_MAX_SAMPLES) {
+                    insert_chunk(tx, &host_id, piece)?;
+                }
+                start = end;
+            }
+            from = from.saturating_add(DAY);
+        }
+    }
+    Ok(())
+}
+
+/// The samples of a host's chunks that may hold samples with
+/// `from <= collected_at < to`, in stored order (not filtered, not sorted).
+fn chunk_samples(tx: &mut Tx<'_>, host_id: &str, from: Millis, to: Millis) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    let mut failed = None;
+    tx.query_each(
+        "SELECT data FROM metric_chunks
+         WHERE host_id = $1 AND first_at >= $2 AND first_at < $3 AND last_at >= $4",
+        params![host_id, hour_of(from), to, from],
+        |row| {
+            let data: Vec<u8> = row.get(0)?;
+            match super::chunk::decode(&data) {
+                Ok(samples) => out.extend(samples),
+                Err(e) => failed = Some(e),
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(e) = failed {
+        return Err(corrupt(host_id, e));
+    }
+    Ok(out)
+}
+
+/// The samples of `host_id` from each dirty hour's `since` to the end of
+/// that hour (for the rollup job), oldest first.
+pub(super) fn samples_since(
+    tx: &mut Tx<'_>,
+    host_id: &str,
+    dirty: &BTreeMap<Millis, Millis>,
+) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    // Consecutive hours are read with one query.
+    let mut hours = dirty.keys().copied().peekable();
+    while let Some(first) = hours.next() {
+        let mut last = first;
+        while hours.peek() == Some(&(last + HOUR)) {
+            last += HOUR;
+            hours.next();
+        }
+        for s in chunk_samples(tx, host_id, first, last + HOUR)? {
+            let hour = hour_of(s.collected_at);
+            if dirty
+                .get(&hour)
+                .is_some_and(|&since| s.collected_at >= since)
+            {
+                out.push(s);
+            }
+        }
+    }
+    out.sort_by_key(|s| (s.collected_at, s.seq));
+    Ok(out)
 }
 
 /// The host's newest sample.
@@ -263,15 +453,11 @@ pub fn between(
     to: Millis,
     limit: u32,
 ) -> Result<Vec<Sample>> {
-    tx.query(
-        &format!(
-            "SELECT {SAMPLE_COLUMNS} FROM metric_samples
-             WHERE host_id = $1 AND collected_at >= $2 AND collected_at < $3
-             ORDER BY collected_at, seq LIMIT $4"
-        ),
-        params![host_id, from, to, limit],
-        sample,
-    )
+    let mut samples = chunk_samples(tx, host_id, from, to)?;
+    samples.retain(|s| s.collected_at >= from && s.collected_at < to);
+    samples.sort_by_key(|s| (s.collected_at, s.seq));
+    samples.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(samples)
 }
 
 /// Rollups of `resolution` with `from <= bucket < to`, oldest first.
@@ -308,19 +494,34 @@ pub fn rollups(
 
 /// The record sequences of a host's stored samples, ascending.
 pub fn seqs(tx: &mut Tx<'_>, host_id: &str) -> Result<Vec<u64>> {
-    tx.query(
-        "SELECT seq FROM metric_samples WHERE host_id = $1 ORDER BY seq",
+    let mut seqs = Vec::new();
+    let mut failed = None;
+    tx.query_each(
+        "SELECT data FROM metric_chunks WHERE host_id = $1",
         params![host_id],
-        |row| row.get(0),
-    )
+        |row| {
+            let data: Vec<u8> = row.get(0)?;
+            match super::chunk::decode(&data) {
+                Ok(samples) => seqs.extend(samples.iter().map(|s| s.seq)),
+                Err(e) => failed = Some(e),
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(e) = failed {
+        return Err(corrupt(host_id, e));
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
 }
 
 /// Removes every sample and rollup of a host (the host is being deleted).
 pub fn delete_host(tx: &mut Tx<'_>, host_id: &str) -> Result<()> {
     for table in [
-        "metric_samples",
+        "metric_chunks",
         "metric_rollups",
         "metric_rollups_dirty",
+        "metric_minutes_dirty",
         "host_latest_metrics",
     ] {
         tx.execute(
