@@ -113,6 +113,12 @@ fn hour_of(at: Millis) -> Millis {
     at - at.rem_euclid(HOUR)
 }
 
+/// `samples` (sorted by time) cut where the UTC hour changes: each run is
+/// one chunk's worth of hour, never empty.
+fn hour_runs<'a, 's>(samples: &'a [&'s Sample]) -> impl Iterator<Item = &'a [&'s Sample]> {
+    samples.chunk_by(|a, b| hour_of(a.collected_at) == hour_of(b.collected_at))
+}
+
 fn corrupt(host_id: &str, e: super::chunk::ChunkError) -> DbError {
     DbError::Corrupt(format!("host {host_id}: {e}"))
 }
@@ -203,15 +209,8 @@ pub fn insert_samples(tx: &mut Tx<'_>, host_id: &str, samples: &[&Sample]) -> Re
 
     // One run per hour; each run appends to that hour's newest chunk or
     // starts chunks of its own.
-    let mut start = 0;
-    while start < fresh.len() {
-        let hour = hour_of(fresh[start].collected_at);
-        let end = fresh[start..]
-            .iter()
-            .position(|s| hour_of(s.collected_at) != hour)
-            .map_or(fresh.len(), |n| start + n);
-        let run = &fresh[start..end];
-        start = end;
+    for run in hour_runs(&fresh) {
+        let hour = hour_of(run[0].collected_at);
         let newest = stored
             .iter()
             .enumerate()
@@ -364,17 +363,10 @@ pub fn move_legacy_samples(tx: &mut Tx<'_>) -> Result<()> {
                 sample,
             )?;
             let refs: Vec<&Sample> = samples.iter().collect();
-            let mut start = 0;
-            while start < refs.len() {
-                let hour = hour_of(refs[start].collected_at);
-                let end = refs[start..]
-                    .iter()
-                    .position(|s| hour_of(s.collected_at) != hour)
-                    .map_or(refs.len(), |n| start + n);
-                for piece in refs[start..end].chunks(CHUNK_MAX_SAMPLES) {
+            for run in hour_runs(&refs) {
+                for piece in run.chunks(CHUNK_MAX_SAMPLES) {
                     insert_chunk(tx, &host_id, piece)?;
                 }
-                start = end;
             }
             from = from.saturating_add(DAY);
         }
