@@ -156,100 +156,15 @@ pub fn insert_samples(tx: &mut Tx<'_>, host_id: &str, samples: &[&Sample]) -> Re
     for s in &batch {
         crate::db::seq(s.seq)?;
     }
-    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-        return Ok(0);
-    };
-    let (min_at, max_at) = (first.collected_at, last.collected_at);
-    // The chunks of the hours the batch falls in: the ones that may already
-    // hold some of its samples (a resend), and the ones it may append to.
-    let stored = tx.query(
-        "SELECT first_at, first_seq, last_at, last_seq, samples, data FROM metric_chunks
-         WHERE host_id = $1 AND first_at >= $2 AND first_at <= $3
-         ORDER BY first_at, first_seq",
-        params![host_id, hour_of(min_at), max_at],
-        |row| {
-            Ok(StoredChunk {
-                first_at: row.get(0)?,
-                first_seq: row.get(1)?,
-                last_at: row.get(2)?,
-                last_seq: row.get(3)?,
-                samples: usize::try_from(row.get::<u64>(4)?).unwrap_or(usize::MAX),
-                data: row.get(5)?,
-            })
-        },
-    )?;
-    let mut decoded: Vec<Option<Vec<Sample>>> = stored.iter().map(|_| None).collect();
+    // Hour by hour: a batch with a far-off sample (a wrong clock) reads the
+    // chunks of the hours it touches, not every chunk in between.
     let mut fresh: Vec<&Sample> = Vec::with_capacity(batch.len());
-    for s in batch {
-        let key = (s.collected_at, s.seq as i64);
-        let mut seen = false;
-        for (i, chunk) in stored.iter().enumerate() {
-            if !chunk.covers(key.0, key.1) {
-                continue;
-            }
-            if decoded[i].is_none() {
-                decoded[i] = Some(decode_chunk(host_id, &chunk.data)?);
-            }
-            let held = decoded[i].as_deref().unwrap_or_default();
-            if held
-                .binary_search_by_key(&(s.collected_at, s.seq), |h| (h.collected_at, h.seq))
-                .is_ok()
-            {
-                seen = true;
-                break;
-            }
-        }
-        if !seen {
-            fresh.push(s);
-        }
+    for run in hour_runs(&batch) {
+        let hour = hour_of(run[0].collected_at);
+        fresh.extend(store_hour(tx, host_id, hour, run)?);
     }
     if fresh.is_empty() {
         return Ok(0);
-    }
-
-    // One run per hour; each run appends to that hour's newest chunk or
-    // starts chunks of its own.
-    for run in hour_runs(&fresh) {
-        let hour = hour_of(run[0].collected_at);
-        let newest = stored
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| hour_of(c.first_at) == hour)
-            .max_by_key(|(_, c)| (c.last_at, c.last_seq));
-        let mut rest = run;
-        if let Some((i, chunk)) = newest {
-            let first_new = (run[0].collected_at, run[0].seq as i64);
-            let room = CHUNK_MAX_SAMPLES.saturating_sub(chunk.samples);
-            if first_new > (chunk.last_at, chunk.last_seq)
-                && room > 0
-                && run.len() <= APPEND_MAX_RUN
-            {
-                let take = room.min(run.len());
-                let mut all = match decoded[i].take() {
-                    Some(samples) => samples,
-                    None => decode_chunk(host_id, &chunk.data)?,
-                };
-                all.extend(run[..take].iter().map(|s| (*s).clone()));
-                let tail = &all[all.len() - 1];
-                tx.execute(
-                    "UPDATE metric_chunks SET last_at = $4, last_seq = $5, samples = $6, data = $7
-                     WHERE host_id = $1 AND first_at = $2 AND first_seq = $3",
-                    params![
-                        host_id,
-                        chunk.first_at,
-                        chunk.first_seq,
-                        tail.collected_at,
-                        crate::db::seq(tail.seq)?,
-                        all.len() as i64,
-                        &super::chunk::encode(&all),
-                    ],
-                )?;
-                rest = &run[take..];
-            }
-        }
-        for piece in rest.chunks(CHUNK_MAX_SAMPLES) {
-            insert_chunk(tx, host_id, piece)?;
-        }
     }
 
     // The newest of the batch replaces the host's latest if it is newer.
@@ -306,6 +221,101 @@ pub fn insert_samples(tx: &mut Tx<'_>, host_id: &str, samples: &[&Sample]) -> Re
         )?;
     }
     Ok(fresh.len() as u64)
+}
+
+/// Stores the samples of `run` (sorted, all in `hour`) that the host's
+/// chunks of that hour do not hold yet: a short run is appended to the
+/// hour's newest chunk when it has room and the run is newer than its last
+/// sample, anything else goes into new chunks. Returns the new samples.
+fn store_hour<'s>(
+    tx: &mut Tx<'_>,
+    host_id: &str,
+    hour: Millis,
+    run: &[&'s Sample],
+) -> Result<Vec<&'s Sample>> {
+    let stored = tx.query(
+        "SELECT first_at, first_seq, last_at, last_seq, samples, data FROM metric_chunks
+         WHERE host_id = $1 AND first_at >= $2 AND first_at < $3",
+        params![host_id, hour, hour + HOUR],
+        |row| {
+            Ok(StoredChunk {
+                first_at: row.get(0)?,
+                first_seq: row.get(1)?,
+                last_at: row.get(2)?,
+                last_seq: row.get(3)?,
+                samples: usize::try_from(row.get::<u64>(4)?).unwrap_or(usize::MAX),
+                data: row.get(5)?,
+            })
+        },
+    )?;
+    // A resend: drop what a chunk covering it already holds.
+    let mut decoded: Vec<Option<Vec<Sample>>> = stored.iter().map(|_| None).collect();
+    let mut fresh: Vec<&Sample> = Vec::with_capacity(run.len());
+    for &s in run {
+        let key = (s.collected_at, s.seq);
+        let mut seen = false;
+        for (i, chunk) in stored.iter().enumerate() {
+            if !chunk.covers(s.collected_at, s.seq as i64) {
+                continue;
+            }
+            if decoded[i].is_none() {
+                decoded[i] = Some(decode_chunk(host_id, &chunk.data)?);
+            }
+            let held = decoded[i].as_deref().unwrap_or_default();
+            if held
+                .binary_search_by_key(&key, |h| (h.collected_at, h.seq))
+                .is_ok()
+            {
+                seen = true;
+                break;
+            }
+        }
+        if !seen {
+            fresh.push(s);
+        }
+    }
+    let Some(first_new) = fresh.first() else {
+        return Ok(fresh);
+    };
+    let mut rest: &[&Sample] = &fresh;
+    let newest = stored
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, c)| (c.last_at, c.last_seq));
+    if let Some((i, chunk)) = newest {
+        let room = CHUNK_MAX_SAMPLES.saturating_sub(chunk.samples);
+        if (first_new.collected_at, first_new.seq as i64) > (chunk.last_at, chunk.last_seq)
+            && room > 0
+            && fresh.len() <= APPEND_MAX_RUN
+        {
+            let take = room.min(fresh.len());
+            let mut all = match decoded[i].take() {
+                Some(samples) => samples,
+                None => decode_chunk(host_id, &chunk.data)?,
+            };
+            all.extend(fresh[..take].iter().map(|s| (*s).clone()));
+            if let Some(tail) = all.last() {
+                tx.execute(
+                    "UPDATE metric_chunks SET last_at = $4, last_seq = $5, samples = $6, data = $7
+                     WHERE host_id = $1 AND first_at = $2 AND first_seq = $3",
+                    params![
+                        host_id,
+                        chunk.first_at,
+                        chunk.first_seq,
+                        tail.collected_at,
+                        crate::db::seq(tail.seq)?,
+                        all.len() as i64,
+                        &super::chunk::encode(&all),
+                    ],
+                )?;
+            }
+            rest = &fresh[take..];
+        }
+    }
+    for piece in rest.chunks(CHUNK_MAX_SAMPLES) {
+        insert_chunk(tx, host_id, piece)?;
+    }
+    Ok(fresh)
 }
 
 fn decode_chunk(host_id: &str, data: &[u8]) -> Result<Vec<Sample>> {
