@@ -19,7 +19,8 @@
 //!   agent is asked for the whole inventory;
 //! - an older record never replaces what a newer one stored (record `seq`).
 
-use palisade_packages::inventory::{Delta, Inventory};
+use palisade_packages::inventory::{Delta, Installed, Inventory, Manager, Status, Update};
+use palisade_proto::pb;
 
 use crate::db::Millis;
 
@@ -74,4 +75,83 @@ pub struct HostInventory {
     pub seq: u64,
     /// A change was refused: the agent must send the whole inventory.
     pub needs_full: bool,
+}
+
+/// A package report as the uplink received it, in domain types: the change
+/// and what came with it. `None` for what the decoder already refuses (an
+/// unknown manager or status, a digest of another length): the record is
+/// then kept in the ledger and applied to nothing.
+pub fn from_wire(r: &pb::PackageReport) -> Option<(Change, Report)> {
+    let installed = |p: &pb::InstalledPackage| Installed {
+        name: p.name.clone(),
+        arch: p.arch.clone(),
+        version: p.version.clone(),
+        source: p.source.clone(),
+        held: p.held,
+    };
+    let update = |u: &pb::PackageUpdate| -> Option<Update> {
+        let status = match pb::UpdateStatus::try_from(u.status).ok()? {
+            pb::UpdateStatus::Unspecified => return None,
+            pb::UpdateStatus::Pending => Status::Pending,
+            pb::UpdateStatus::Held => Status::Held,
+            pb::UpdateStatus::Deferred => Status::Deferred,
+            pb::UpdateStatus::KeptBack => Status::KeptBack,
+            pb::UpdateStatus::Excluded => Status::Excluded,
+        };
+        Some(Update {
+            name: u.name.clone(),
+            arch: u.arch.clone(),
+            installed: u.installed.clone(),
+            candidate: u.candidate.clone(),
+            security: u.security,
+            status,
+            detail: u.detail.clone(),
+            origins: u.origins.clone(),
+            advisories: u.advisories.clone(),
+            severity: u.severity.clone(),
+            cves: u.cves.clone(),
+        })
+    };
+    let change = match r.change.as_ref()? {
+        pb::package_report::Change::Whole(whole) => {
+            let manager = match pb::PackageManager::try_from(whole.manager).ok()? {
+                pb::PackageManager::Unspecified => return None,
+                pb::PackageManager::Dpkg => Manager::Dpkg,
+                pb::PackageManager::Rpm => Manager::Rpm,
+            };
+            let mut inventory = Inventory::empty(manager);
+            for p in &whole.installed {
+                inventory.insert_installed(installed(p));
+            }
+            for u in &whole.updates {
+                inventory.insert_update(update(u)?);
+            }
+            Change::Whole(inventory)
+        }
+        pb::package_report::Change::Delta(d) => Change::Delta(Delta {
+            base: d.base_sha256.as_slice().try_into().ok()?,
+            result: d.result_sha256.as_slice().try_into().ok()?,
+            installed_set: d.installed_set.iter().map(installed).collect(),
+            installed_removed: d
+                .installed_removed
+                .iter()
+                .map(|k| (k.name.clone(), k.arch.clone(), k.version.clone()))
+                .collect(),
+            updates_set: d.updates_set.iter().map(update).collect::<Option<_>>()?,
+            updates_removed: d
+                .updates_removed
+                .iter()
+                .map(|k| (k.name.clone(), k.arch.clone()))
+                .collect(),
+        }),
+    };
+    let report = Report {
+        collected_at: r.collected_at_unix_ms,
+        lists_updated_at: (r.lists_updated_at_unix_ms != 0).then_some(r.lists_updated_at_unix_ms),
+        reboot: Reboot {
+            required: r.reboot_required,
+            reasons: r.reboot_reasons.clone(),
+        },
+    };
+    Some((change, report))
 }

@@ -4,12 +4,16 @@
 use palisade_backend::packages::{Applied, Change, Reboot, Report, store};
 use palisade_packages::inventory::{Installed, Inventory, Manager, Status, Update};
 
-use crate::{Ctx, T0, conformance};
+use palisade_proto::msg::RecordBody;
+use palisade_proto::pb;
+
+use crate::{Ctx, T0, conformance, rec};
 
 conformance!(
     a_whole_inventory_then_changes_make_what_the_agent_holds,
     a_change_against_another_inventory_is_refused_and_asks_for_the_whole,
     the_fleet_search_compares_versions_as_each_package_manager_does,
+    package_records_from_the_uplink_are_applied_once_in_order,
 );
 
 fn installed(name: &str, version: &str) -> Installed {
@@ -295,4 +299,148 @@ async fn the_fleet_search_compares_versions_as_each_package_manager_does(ctx: Ct
         .await
         .unwrap();
     assert!(nothing.is_empty());
+}
+
+fn wire_installed(p: &Installed) -> pb::InstalledPackage {
+    pb::InstalledPackage {
+        name: p.name.clone(),
+        arch: p.arch.clone(),
+        version: p.version.clone(),
+        source: p.source.clone(),
+        held: p.held,
+    }
+}
+
+fn wire_update(u: &Update) -> pb::PackageUpdate {
+    pb::PackageUpdate {
+        name: u.name.clone(),
+        arch: u.arch.clone(),
+        installed: u.installed.clone(),
+        candidate: u.candidate.clone(),
+        security: u.security,
+        status: pb::UpdateStatus::Pending as i32,
+        detail: u.detail.clone(),
+        origins: u.origins.clone(),
+        advisories: u.advisories.clone(),
+        severity: u.severity.clone(),
+        cves: u.cves.clone(),
+    }
+}
+
+fn report_body(change: pb::package_report::Change) -> RecordBody {
+    RecordBody::Packages(pb::PackageReport {
+        collected_at_unix_ms: T0,
+        lists_updated_at_unix_ms: T0 - 1000,
+        reboot_required: true,
+        reboot_reasons: vec!["newer kernel 6.1.0-20-amd64 installed".into()],
+        change: Some(change),
+    })
+}
+
+fn whole_body(i: &Inventory) -> RecordBody {
+    report_body(pb::package_report::Change::Whole(pb::PackageInventory {
+        manager: pb::PackageManager::Dpkg as i32,
+        installed: i.installed.values().map(wire_installed).collect(),
+        updates: i.updates.values().map(wire_update).collect(),
+    }))
+}
+
+fn delta_body(from: &Inventory, to: &Inventory) -> RecordBody {
+    let d = from.diff(to);
+    report_body(pb::package_report::Change::Delta(pb::PackageDelta {
+        base_sha256: d.base.to_vec(),
+        result_sha256: d.result.to_vec(),
+        installed_set: d.installed_set.iter().map(wire_installed).collect(),
+        installed_removed: d
+            .installed_removed
+            .iter()
+            .map(|(name, arch, version)| pb::PackageKey {
+                name: name.clone(),
+                arch: arch.clone(),
+                version: version.clone(),
+            })
+            .collect(),
+        updates_set: d.updates_set.iter().map(wire_update).collect(),
+        updates_removed: d
+            .updates_removed
+            .iter()
+            .map(|(name, arch)| pb::PackageKey {
+                name: name.clone(),
+                arch: arch.clone(),
+                version: String::new(),
+            })
+            .collect(),
+    }))
+}
+
+async fn package_records_from_the_uplink_are_applied_once_in_order(ctx: Ctx) {
+    let ctx = ctx.with_host("h1").await;
+    let a = inventory(
+        Manager::Dpkg,
+        &[("openssl", "3.0.11-1~deb12u1")],
+        vec![update(
+            "openssl",
+            "3.0.11-1~deb12u1",
+            "3.0.11-1~deb12u2",
+            true,
+        )],
+    );
+    let b = inventory(
+        Manager::Dpkg,
+        &[("openssl", "3.0.11-1~deb12u2")],
+        Vec::new(),
+    );
+    let c = inventory(
+        Manager::Dpkg,
+        &[
+            ("openssl", "3.0.11-1~deb12u2"),
+            ("curl", "7.88.1-10+deb12u5"),
+        ],
+        Vec::new(),
+    );
+    // Whole, then two changes in one batch, the first of them resent.
+    ctx.store("h1", T0, vec![rec(1, whole_body(&a))])
+        .await
+        .unwrap();
+    ctx.store(
+        "h1",
+        T0,
+        vec![
+            rec(2, delta_body(&a, &b)),
+            rec(3, delta_body(&b, &c)),
+            rec(2, delta_body(&a, &b)),
+        ],
+    )
+    .await
+    .unwrap();
+    let stored = held(&ctx, "h1").await.unwrap();
+    assert_eq!(stored.inventory, c);
+    assert_eq!(stored.seq, 3);
+    assert_eq!(stored.report.lists_updated_at, Some(T0 - 1000));
+    assert!(stored.report.reboot.required);
+    // A resent change after that is a no-op, not a refusal.
+    ctx.store("h1", T0, vec![rec(2, delta_body(&a, &b))])
+        .await
+        .unwrap();
+    let stored = held(&ctx, "h1").await.unwrap();
+    assert_eq!((stored.inventory, stored.needs_full), (c.clone(), false));
+    // A lost change: the next one does not fit and the host is asked for
+    // the whole inventory; the record is still acknowledged (stored).
+    let d = inventory(
+        Manager::Dpkg,
+        &[("openssl", "3.0.11-1~deb12u3")],
+        Vec::new(),
+    );
+    let e = inventory(
+        Manager::Dpkg,
+        &[("openssl", "3.0.11-1~deb12u4")],
+        Vec::new(),
+    );
+    let up_to = ctx
+        .store("h1", T0, vec![rec(5, delta_body(&d, &e))])
+        .await
+        .unwrap();
+    assert_eq!(up_to, 5);
+    assert_eq!(held(&ctx, "h1").await.unwrap().inventory, c);
+    assert_eq!(digest_held(&ctx, "h1").await, None);
 }
