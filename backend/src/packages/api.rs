@@ -71,6 +71,30 @@ pub struct UpdateJson {
     pub cves: Vec<String>,
 }
 
+/// A host's updates as shown: security first, then by name.
+pub(crate) fn updates_security_first(
+    updates: std::collections::BTreeMap<(String, String), palisade_packages::inventory::Update>,
+) -> Vec<UpdateJson> {
+    let mut updates: Vec<UpdateJson> = updates
+        .into_values()
+        .map(|u| UpdateJson {
+            name: u.name,
+            arch: u.arch,
+            installed: u.installed,
+            candidate: u.candidate,
+            security: u.security,
+            status: u.status.as_str().to_owned(),
+            detail: u.detail,
+            origins: u.origins,
+            advisories: u.advisories,
+            severity: u.severity,
+            cves: u.cves,
+        })
+        .collect();
+    updates.sort_by(|a, b| (!a.security, &a.name).cmp(&(!b.security, &b.name)));
+    updates
+}
+
 /// One host's inventory.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HostPackagesJson {
@@ -110,25 +134,7 @@ async fn host_packages(
         .ok_or(WebError::NotFound(
             "the host has not reported its packages yet",
         ))?;
-    let mut updates: Vec<UpdateJson> = held
-        .inventory
-        .updates
-        .into_values()
-        .map(|u| UpdateJson {
-            name: u.name,
-            arch: u.arch,
-            installed: u.installed,
-            candidate: u.candidate,
-            security: u.security,
-            status: u.status.as_str().to_owned(),
-            detail: u.detail,
-            origins: u.origins,
-            advisories: u.advisories,
-            severity: u.severity,
-            cves: u.cves,
-        })
-        .collect();
-    updates.sort_by(|a, b| (!a.security, &a.name).cmp(&(!b.security, &b.name)));
+    let updates = updates_security_first(held.inventory.updates);
     Ok(Json(HostPackagesJson {
         manager: held.inventory.manager.as_str().to_owned(),
         collected_at: format::rfc3339(held.report.collected_at),
@@ -369,6 +375,26 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, _) = get(&app, &admin, "/api/v1/packages?name=x&limit=0").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        // The host page shows the same, without JavaScript: security first.
+        let page = testing::send(
+            &app,
+            Request::get(format!("/hosts/{WEB}"))
+                .header(header::HOST, HOST)
+                .header(header::COOKIE, format!("{SESSION_COOKIE}={admin}"))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::OK);
+        let updates = &page.body[page.body.find("id=\"updates\"").expect("an updates table")..];
+        let (openssl, bash) = (
+            updates.find("<td>openssl").expect("openssl"),
+            updates.find("<td>bash").expect("bash"),
+        );
+        assert!(openssl < bash, "security first");
+        assert!(page.body.contains("Reboot required: /run/reboot-required"));
+        assert!(page.body.contains("All 2 installed packages"));
 
         // A host that never reported: 404 with a reason.
         testing::enroll(&state, "8b3e4c74-6b9a-4f5c-9c77-2e3f4a5b6c7d", "new-1", T0).await;
