@@ -31,6 +31,7 @@ pub mod enrollment;
 pub mod hosts;
 pub mod identity;
 pub mod metrics;
+pub mod packages;
 pub mod pki;
 pub mod secrets;
 pub mod server;

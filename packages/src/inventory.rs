@@ -14,16 +14,49 @@ use std::collections::BTreeMap;
 
 use ring::digest;
 
-use crate::deb::StatusFile;
 use crate::deb::upgrade::{Plan as AptPlan, UpdateState as AptState};
-use crate::rpm::InstalledRpm;
+use crate::deb::{StatusFile, Version as DebVersion};
 use crate::rpm::upgrade::{Plan as DnfPlan, UpdateState as DnfState};
+use crate::rpm::{Evr, InstalledRpm};
 
 /// Which package database the inventory was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Manager {
     Dpkg,
     Rpm,
+}
+
+impl Manager {
+    /// `dpkg` or `rpm`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Manager::Dpkg => "dpkg",
+            Manager::Rpm => "rpm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Manager> {
+        match name {
+            "dpkg" => Some(Manager::Dpkg),
+            "rpm" => Some(Manager::Rpm),
+            _ => None,
+        }
+    }
+
+    /// Orders two versions as this package manager does; `None` when one of
+    /// them is not a version of its syntax.
+    pub fn compare_versions(self, a: &str, b: &str) -> Option<std::cmp::Ordering> {
+        match self {
+            Manager::Dpkg => {
+                let (a, b) = (DebVersion::parse(a).ok()?, DebVersion::parse(b).ok()?);
+                Some(a.cmp(&b))
+            }
+            Manager::Rpm => {
+                let (a, b) = (Evr::parse(a).ok()?, Evr::parse(b).ok()?);
+                Some(a.cmp(&b))
+            }
+        }
+    }
 }
 
 /// An installed package. Its key is name, architecture and version: RPM
@@ -50,6 +83,31 @@ pub enum Status {
     KeptBack,
     /// Hidden by an exclude pattern (dnf).
     Excluded,
+}
+
+impl Status {
+    /// `pending`, `held`, `deferred`, `kept_back` or `excluded`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Held => "held",
+            Status::Deferred => "deferred",
+            Status::KeptBack => "kept_back",
+            Status::Excluded => "excluded",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Status> {
+        [
+            Status::Pending,
+            Status::Held,
+            Status::Deferred,
+            Status::KeptBack,
+            Status::Excluded,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
 }
 
 /// An update the package manager offers for an installed package.
@@ -231,7 +289,8 @@ impl Inventory {
         inventory
     }
 
-    fn insert_installed(&mut self, package: Installed) {
+    /// Adds (or replaces) an installed package.
+    pub fn insert_installed(&mut self, package: Installed) {
         let key = (
             package.name.clone(),
             package.arch.clone(),
@@ -240,7 +299,8 @@ impl Inventory {
         self.installed.insert(key, package);
     }
 
-    fn insert_update(&mut self, update: Update) {
+    /// Adds (or replaces) the update of a package.
+    pub fn insert_update(&mut self, update: Update) {
         self.updates
             .insert((update.name.clone(), update.arch.clone()), update);
     }
@@ -252,10 +312,7 @@ impl Inventory {
             context.update(&(s.len() as u64).to_be_bytes());
             context.update(s.as_bytes());
         };
-        text(match self.manager {
-            Manager::Dpkg => "dpkg",
-            Manager::Rpm => "rpm",
-        });
+        text(self.manager.as_str());
         for p in self.installed.values() {
             for field in [&p.name, &p.arch, &p.version, &p.source] {
                 text(field);

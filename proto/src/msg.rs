@@ -11,6 +11,10 @@ pub const MAX_STRING: usize = 4096;
 /// Most elements we accept in any repeated field (filesystems, interfaces, children).
 pub const MAX_ITEMS: usize = 4096;
 
+/// Most installed packages or updates in one package report (a large
+/// server has ~5,000 packages).
+pub const MAX_PACKAGES: usize = 65_536;
+
 /// Why bytes from a peer could not be turned into a message.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -451,6 +455,144 @@ fn validate_agent_health(h: &pb::AgentHealth) -> Result<(), DecodeError> {
     Ok(())
 }
 
+fn validate_package_report(r: &pb::PackageReport) -> Result<(), DecodeError> {
+    const M: &str = "PackageReport";
+    check_items(M, "reboot_reasons", r.reboot_reasons.len())?;
+    for reason in &r.reboot_reasons {
+        check_str(M, "reboot_reasons", reason)?;
+    }
+    let packages = |installed: &[pb::InstalledPackage]| -> Result<(), DecodeError> {
+        if installed.len() > MAX_PACKAGES {
+            return Err(invalid(
+                M,
+                "installed",
+                format!("more than {MAX_PACKAGES} packages"),
+            ));
+        }
+        for p in installed {
+            check_key(&p.name, &p.arch, &p.version, true)?;
+            check_str(M, "installed.source", &p.source)?;
+        }
+        Ok(())
+    };
+    let updates = |updates: &[pb::PackageUpdate]| -> Result<(), DecodeError> {
+        if updates.len() > MAX_PACKAGES {
+            return Err(invalid(
+                M,
+                "updates",
+                format!("more than {MAX_PACKAGES} updates"),
+            ));
+        }
+        for u in updates {
+            check_key(&u.name, &u.arch, &u.installed, true)?;
+            check_str(M, "updates.candidate", &u.candidate)?;
+            if u.candidate.is_empty() {
+                return Err(invalid(M, "updates.candidate", "empty"));
+            }
+            if matches!(
+                pb::UpdateStatus::try_from(u.status),
+                Err(_) | Ok(pb::UpdateStatus::Unspecified)
+            ) {
+                return Err(invalid(
+                    M,
+                    "updates.status",
+                    format!("unknown status {}", u.status),
+                ));
+            }
+            for (field, value) in [
+                ("updates.detail", &u.detail),
+                ("updates.severity", &u.severity),
+            ] {
+                check_str(M, field, value)?;
+            }
+            for (field, list) in [
+                ("updates.origins", &u.origins),
+                ("updates.advisories", &u.advisories),
+                ("updates.cves", &u.cves),
+            ] {
+                check_items(M, field, list.len())?;
+                for item in list {
+                    check_str(M, field, item)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    let keys = |field: &'static str, keys: &[pb::PackageKey], with_version: bool| {
+        if keys.len() > MAX_PACKAGES {
+            return Err(invalid(M, field, format!("more than {MAX_PACKAGES} keys")));
+        }
+        keys.iter()
+            .try_for_each(|k| check_key(&k.name, &k.arch, &k.version, with_version))
+    };
+    match r.change.as_ref().ok_or(DecodeError::Missing {
+        message: M,
+        field: "change",
+    })? {
+        pb::package_report::Change::Whole(whole) => {
+            if matches!(
+                pb::PackageManager::try_from(whole.manager),
+                Err(_) | Ok(pb::PackageManager::Unspecified)
+            ) {
+                return Err(invalid(
+                    M,
+                    "whole.manager",
+                    format!("unknown package manager {}", whole.manager),
+                ));
+            }
+            packages(&whole.installed)?;
+            updates(&whole.updates)?;
+        }
+        pb::package_report::Change::Delta(delta) => {
+            for (field, digest) in [
+                ("delta.base_sha256", &delta.base_sha256),
+                ("delta.result_sha256", &delta.result_sha256),
+            ] {
+                if digest.len() != 32 {
+                    return Err(invalid(M, field, "not a SHA-256 digest (32 bytes)"));
+                }
+            }
+            packages(&delta.installed_set)?;
+            keys("delta.installed_removed", &delta.installed_removed, true)?;
+            updates(&delta.updates_set)?;
+            keys("delta.updates_removed", &delta.updates_removed, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// A package's name, architecture and version: not empty (the version may
+/// be absent where the key has none), no control characters, bounded.
+fn check_key(name: &str, arch: &str, version: &str, with_version: bool) -> Result<(), DecodeError> {
+    const M: &str = "PackageReport";
+    for (field, value) in [
+        ("package name", name),
+        ("package arch", arch),
+        ("package version", version),
+    ] {
+        check_str(M, field, value)?;
+    }
+    if name.is_empty() || arch.is_empty() {
+        return Err(invalid(
+            M,
+            "package name",
+            "a package without a name or architecture",
+        ));
+    }
+    if with_version == version.is_empty() {
+        return Err(invalid(
+            M,
+            "package version",
+            if with_version {
+                "a package without a version"
+            } else {
+                "an update key with a version"
+            },
+        ));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Uplink: agent -> backend
 
@@ -485,6 +627,7 @@ pub enum RecordBody {
     Metrics(pb::Metrics),
     AgentHealth(pb::AgentHealth),
     CommandResult(pb::CommandResult),
+    Packages(pb::PackageReport),
 }
 
 impl RecordBody {
@@ -495,6 +638,7 @@ impl RecordBody {
             RecordBody::Metrics(_) => "metrics",
             RecordBody::AgentHealth(_) => "agent_health",
             RecordBody::CommandResult(_) => "command_result",
+            RecordBody::Packages(_) => "packages",
         }
     }
 }
@@ -527,6 +671,10 @@ impl TryFrom<pb::Record> for Record {
                 validate_command_result(&c)?;
                 RecordBody::CommandResult(c)
             }
+            pb::record::Body::Packages(p) => {
+                validate_package_report(&p)?;
+                RecordBody::Packages(p)
+            }
         };
         Ok(Record {
             seq: r.seq,
@@ -543,6 +691,7 @@ impl From<Record> for pb::Record {
             RecordBody::Metrics(m) => pb::record::Body::Metrics(m),
             RecordBody::AgentHealth(h) => pb::record::Body::AgentHealth(h),
             RecordBody::CommandResult(c) => pb::record::Body::CommandResult(c),
+            RecordBody::Packages(p) => pb::record::Body::Packages(p),
         };
         pb::Record {
             seq: r.seq,
@@ -1016,6 +1165,97 @@ mod tests {
                 field: "body"
             })
         );
+    }
+
+    fn package_report(change: pb::package_report::Change) -> pb::Record {
+        pb::Record {
+            seq: 7,
+            created_at_unix_ms: 1,
+            body: Some(pb::record::Body::Packages(pb::PackageReport {
+                collected_at_unix_ms: 1,
+                lists_updated_at_unix_ms: 0,
+                reboot_required: false,
+                reboot_reasons: Vec::new(),
+                change: Some(change),
+            })),
+        }
+    }
+
+    fn openssl() -> pb::InstalledPackage {
+        pb::InstalledPackage {
+            name: "openssl".into(),
+            arch: "amd64".into(),
+            version: "3.0.11-1~deb12u2".into(),
+            source: "openssl".into(),
+            held: false,
+        }
+    }
+
+    #[test]
+    fn package_reports_are_checked_before_anything_uses_them() {
+        use pb::package_report::Change;
+        let whole = |manager: i32, installed: Vec<pb::InstalledPackage>, status: i32| {
+            Change::Whole(pb::PackageInventory {
+                manager,
+                installed,
+                updates: vec![pb::PackageUpdate {
+                    name: "bash".into(),
+                    arch: "amd64".into(),
+                    installed: "5.2.15-2".into(),
+                    candidate: "5.2.15-2+b7".into(),
+                    status,
+                    ..Default::default()
+                }],
+            })
+        };
+        let decode = |change| decode_record(&encode_body(&package_report(change)));
+        let ok = decode(whole(1, vec![openssl()], 1)).expect("a whole inventory");
+        assert_eq!(ok.body.kind(), "packages");
+        let refused = |change, field: &str| match decode(change) {
+            Err(DecodeError::Invalid { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("expected {field} to be refused, got {other:?}"),
+        };
+        refused(whole(0, vec![openssl()], 1), "whole.manager");
+        refused(whole(9, vec![openssl()], 1), "whole.manager");
+        refused(whole(1, vec![openssl()], 0), "updates.status");
+        let mut nameless = openssl();
+        nameless.name.clear();
+        refused(whole(1, vec![nameless], 1), "package name");
+        let mut versionless = openssl();
+        versionless.version.clear();
+        refused(whole(1, vec![versionless], 1), "package version");
+        let mut control = openssl();
+        control.source = "a\u{7}b".into();
+        refused(whole(1, vec![control], 1), "installed.source");
+        refused(whole(1, vec![openssl(); MAX_PACKAGES + 1], 1), "installed");
+
+        let delta = |base: Vec<u8>, removed_update_version: &str| {
+            Change::Delta(pb::PackageDelta {
+                base_sha256: base,
+                result_sha256: vec![2; 32],
+                installed_set: vec![openssl()],
+                installed_removed: Vec::new(),
+                updates_set: Vec::new(),
+                updates_removed: vec![pb::PackageKey {
+                    name: "openssl".into(),
+                    arch: "amd64".into(),
+                    version: removed_update_version.into(),
+                }],
+            })
+        };
+        assert!(decode(delta(vec![1; 32], "")).is_ok());
+        refused(delta(vec![1; 31], ""), "delta.base_sha256");
+        refused(delta(vec![1; 32], "3.0"), "package version");
+        assert!(matches!(
+            decode_record(&encode_body(&pb::Record {
+                body: Some(pb::record::Body::Packages(pb::PackageReport::default())),
+                ..package_report(whole(1, Vec::new(), 1))
+            })),
+            Err(DecodeError::Missing {
+                field: "change",
+                ..
+            })
+        ));
     }
 
     #[test]

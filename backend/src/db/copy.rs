@@ -107,6 +107,21 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "host_id, seq",
     ),
     (
+        "host_inventories",
+        "host_id, manager, digest, seq, collected_at, lists_updated_at, reboot_required, reboot_reasons, needs_full",
+        "host_id",
+    ),
+    (
+        "host_packages",
+        "host_id, name, arch, version, source, held",
+        "host_id, name, arch, version",
+    ),
+    (
+        "host_updates",
+        "host_id, name, arch, installed, candidate, security, status, detail, origins, advisories, severity, cves",
+        "host_id, name, arch",
+    ),
+    (
         "metric_chunks",
         "host_id, first_at, first_seq, last_at, last_seq, samples, data",
         "host_id, first_at, first_seq",

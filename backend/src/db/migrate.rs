@@ -50,6 +50,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     9 "0009_passkeys",
     10 "0010_metric_chunks" then crate::metrics::store::move_legacy_samples,
     11 "0011_drop_metric_samples",
+    12 "0012_package_inventory",
 );
 
 /// Every PostgreSQL migration this build knows, in order.
@@ -65,6 +66,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     9 "0009_passkeys",
     10 "0010_metric_chunks" then crate::metrics::store::move_legacy_samples,
     11 "0011_drop_metric_samples",
+    12 "0012_package_inventory",
 );
 
 pub fn for_dialect(dialect: Dialect) -> &'static [Migration] {

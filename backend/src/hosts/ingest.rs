@@ -30,6 +30,8 @@ pub enum RecordData {
     Metrics(Sample),
     Health(AgentHealth),
     CommandResult(CommandResult),
+    /// A package inventory, whole or a change.
+    Packages(crate::packages::Change, crate::packages::Report),
     /// A result whose status no result can have: stored in the ledger,
     /// applied to nothing (the decoder refuses these; a refused record
     /// would be resent forever and block the records behind it).
@@ -44,6 +46,7 @@ impl RecordData {
             RecordData::Metrics(_) => "metrics",
             RecordData::Health(_) => "agent_health",
             RecordData::CommandResult(_) => "command_result",
+            RecordData::Packages(..) => "packages",
             RecordData::Unusable(kind) => kind,
         }
     }
@@ -59,6 +62,10 @@ impl From<&Record> for AgentRecord {
                 Some(result) => RecordData::CommandResult(result),
                 None => RecordData::Unusable("command_result"),
             },
+            RecordBody::Packages(p) => match crate::packages::from_wire(p) {
+                Some((change, report)) => RecordData::Packages(change, report),
+                None => RecordData::Unusable("packages"),
+            },
         };
         AgentRecord {
             seq: r.seq,
@@ -71,7 +78,8 @@ impl From<&Record> for AgentRecord {
 /// Stores `records` of host `host_id` and applies what is new: facts update
 /// the host, samples are appended, health replaces the previous report, a
 /// command result completes the host's command of that id if it has none
-/// yet (a result matching no command of this host is audited instead).
+/// yet (a result matching no command of this host is audited instead), a
+/// package report replaces or changes the host's inventory.
 /// Returns the host's stored-up-to sequence afterwards.
 pub fn store_records(
     tx: &mut Tx<'_>,
@@ -107,6 +115,9 @@ pub fn store_records(
             RecordData::Health(health) => store::apply_health(tx, host_id, record.seq, health)?,
             RecordData::CommandResult(result) => {
                 crate::commands::store::apply_result(tx, host_id, record.seq, received_at, result)?;
+            }
+            RecordData::Packages(change, report) => {
+                crate::packages::store::store(tx, host_id, record.seq, change, report)?;
             }
             RecordData::Unusable(kind) => {
                 tracing::warn!(

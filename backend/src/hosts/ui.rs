@@ -486,6 +486,49 @@ struct HostPage {
     spool_dropped_total: u64,
     spark_width: f64,
     spark_height: f64,
+    /// The caller may see packages; `packages` is `None` when the host has
+    /// not reported them.
+    packages_allowed: bool,
+    packages: Option<PackagesView>,
+}
+
+/// The host's package inventory, for the host page.
+struct PackagesView {
+    collected: String,
+    lists_updated: Option<String>,
+    reboot_required: bool,
+    reboot_reasons: Vec<String>,
+    security_count: usize,
+    pending_count: usize,
+    /// Security first, then by name.
+    updates: Vec<crate::packages::api::UpdateJson>,
+    installed: Vec<crate::packages::api::InstalledJson>,
+    held: Vec<String>,
+}
+
+fn packages_view(held: crate::packages::HostInventory) -> PackagesView {
+    let updates = crate::packages::api::updates_security_first(held.inventory.updates);
+    let installed: Vec<crate::packages::api::InstalledJson> = held
+        .inventory
+        .installed
+        .into_values()
+        .map(crate::packages::api::InstalledJson::from)
+        .collect();
+    PackagesView {
+        collected: format::utc(held.report.collected_at),
+        lists_updated: held.report.lists_updated_at.map(format::utc),
+        reboot_required: held.report.reboot.required,
+        reboot_reasons: held.report.reboot.reasons,
+        security_count: updates.iter().filter(|u| u.security).count(),
+        pending_count: updates.iter().filter(|u| u.status == "pending").count(),
+        held: installed
+            .iter()
+            .filter(|p| p.held)
+            .map(|p| p.name.clone())
+            .collect(),
+        updates,
+        installed,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -516,10 +559,11 @@ async fn host_page(
             let series = chart_series(tx, &host.id, range, from, now)?;
             let commands = crate::commands::store::for_host(tx, &host.id, PAGE_COMMANDS)?;
             let groups = super::groups::list(tx)?;
-            Ok(Some((host, latest, series, commands, groups)))
+            let packages = crate::packages::store::load(tx, &host.id)?;
+            Ok(Some((host, latest, series, commands, groups, packages)))
         })
         .await?;
-    let Some((host, latest, series, commands, groups)) = found else {
+    let Some((host, latest, series, commands, groups, packages)) = found else {
         return Err(UNKNOWN);
     };
     // Outside the caller's groups, the host does not exist for them.
@@ -541,6 +585,8 @@ async fn host_page(
     } else {
         Vec::new()
     };
+    let packages_allowed = caller.may(Permission::PackagesRead, group);
+    let packages = packages.filter(|_| packages_allowed).map(packages_view);
     let actions = HostActions {
         assign: caller.may(Permission::HostsAssignGroup, group),
         groups: groups
@@ -581,6 +627,8 @@ async fn host_page(
         spool_dropped_total: host.spool_dropped_total,
         spark_width: format::SPARK_WIDTH,
         spark_height: format::SPARK_HEIGHT,
+        packages_allowed,
+        packages,
         hostname: host.hostname,
     };
     Ok(html(StatusCode::OK, page.render()?))

@@ -79,6 +79,7 @@ pub fn all_routes() -> Routes {
         .merge(crate::hosts::api::routes())
         .merge(crate::hosts::groups_http::routes())
         .merge(crate::commands::api::routes())
+        .merge(crate::packages::api::routes())
         .merge(crate::enrollment::http::routes())
         .merge(crate::enrollment::tokens_http::routes())
         .merge(crate::audit::http::routes())

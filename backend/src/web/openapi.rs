@@ -56,6 +56,7 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     tags((name = "hosts", description = "Enrolled hosts and their latest state"),
          (name = "commands", description = "Signed commands to agents"),
+         (name = "packages", description = "Installed packages and pending updates"),
          (name = "agents", description = "What agents call: enrollment and the WSS uplink; enrollment tokens"),
          (name = "access", description = "Users, roles, permissions and API tokens"),
          (name = "audit", description = "The audit trail"),
@@ -77,6 +78,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::enrollment::tokens_http::openapi_paths());
     doc.merge(crate::audit::http::openapi_paths());
     doc.merge(crate::commands::api::openapi_paths());
+    doc.merge(crate::packages::api::openapi_paths());
     doc.merge(crate::enrollment::http::openapi_paths());
     doc.merge(crate::uplink::wss::openapi_paths());
     doc

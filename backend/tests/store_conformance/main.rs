@@ -25,6 +25,7 @@ mod factors;
 mod hosts;
 mod identity;
 mod metrics;
+mod packages;
 mod schema;
 
 pub const T0: Millis = 1_700_000_000_000;
