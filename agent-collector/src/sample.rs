@@ -134,7 +134,7 @@ impl Sources {
         Sources { root: root.into() }
     }
 
-    fn path(&self, absolute: &str) -> PathBuf {
+    pub(crate) fn path(&self, absolute: &str) -> PathBuf {
         self.root.join(absolute.trim_start_matches('/'))
     }
 

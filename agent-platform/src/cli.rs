@@ -383,12 +383,20 @@ async fn run_agent(args: RunArgs, start: PlatformStart) -> anyhow::Result<()> {
 
     let (events_tx, mut events_rx) = mpsc::channel(16);
     tokio::spawn(crate::uplink::run(uplink, spool.clone(), events_tx));
-    // Fresh facts at every connect; commands to control.
+    // Fresh facts at every connect and the backend's package digest to the
+    // collector; commands to control.
     tokio::spawn(async move {
         while let Some(event) = events_rx.recv().await {
             match (event, &to_collector, &to_control) {
                 (UplinkEvent::Connected { .. }, Some(tx), _) => {
                     let _ = tx.send(ToChild::CollectFacts).await;
+                }
+                (UplinkEvent::PackagesHeld(held), Some(tx), _) => {
+                    // Not waited for either: a held digest that is dropped
+                    // comes again at the next connection.
+                    if let Err(e) = tx.try_send(ToChild::PackagesHeld(held)) {
+                        tracing::warn!(error = %e, "the backend's package digest is left for the next connection");
+                    }
                 }
                 (UplinkEvent::Command(command), _, Some(tx)) => {
                     // Never wait here (the uplink waits for this loop): with

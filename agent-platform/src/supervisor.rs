@@ -234,6 +234,9 @@ pub async fn supervise(
 ) {
     let mut delay = Duration::from_secs(1);
     let mut restarts = 0u32;
+    // The backend's last word on the package inventory it holds, given
+    // again to a restarted collector (which forgot what it sent).
+    let mut packages_held = None;
     loop {
         let started = Instant::now();
         match spawner.spawn(role).await {
@@ -252,6 +255,7 @@ pub async fn supervise(
                     &spool,
                     &board,
                     &mut commands,
+                    &mut packages_held,
                     &mut shutdown,
                 )
                 .await;
@@ -295,6 +299,7 @@ async fn run_child(
     spool: &Spool,
     board: &HealthBoard,
     commands: &mut mpsc::Receiver<ToChild>,
+    packages_held: &mut Option<Option<[u8; 32]>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> ChildEnd {
     let Running {
@@ -362,6 +367,9 @@ async fn run_child(
                         }
                         if role == Role::Collector {
                             let _ = channel.send(&pb::ToChild::from(ToChild::CollectFacts)).await;
+                            if let Some(held) = *packages_held {
+                                let _ = channel.send(&pb::ToChild::from(ToChild::PackagesHeld(held))).await;
+                            }
                         }
                     }
                     FromChild::Health { nonce: n, ok, detail } => {
@@ -388,7 +396,15 @@ async fn run_child(
                             tracing::error!(error = %e, "cannot spool a command result");
                         }
                     }
-                    FromChild::Facts(_) | FromChild::Metrics(_) | FromChild::CommandResult(_) => {
+                    FromChild::Packages(report) if role == Role::Collector => {
+                        if let Err(e) = spool.append(RecordBody::Packages(report), crate::now_millis()) {
+                            tracing::error!(error = %e, "cannot spool a package report");
+                        }
+                    }
+                    FromChild::Facts(_)
+                    | FromChild::Metrics(_)
+                    | FromChild::CommandResult(_)
+                    | FromChild::Packages(_) => {
                         tracing::warn!(role = %role, "telemetry from a child that does not collect it; ignored");
                     }
                 }
@@ -396,6 +412,9 @@ async fn run_child(
             // Held in the queue until the child said hello: a command
             // relayed while control is (re)starting must not be lost.
             Some(cmd) = commands.recv(), if said_hello => {
+                if let ToChild::PackagesHeld(held) = &cmd {
+                    *packages_held = Some(*held);
+                }
                 if let Err(e) = channel.send(&pb::ToChild::from(cmd)).await {
                     tracing::warn!(role = %role, error = %e, "cannot send to child");
                 }

@@ -45,6 +45,8 @@ pub enum UplinkEvent {
     Disconnected,
     /// A signed command for control.
     Command(palisade_proto::pb::SignedCommand),
+    /// The package inventory the backend holds (for the collector).
+    PackagesHeld(Option<[u8; 32]>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -509,6 +511,9 @@ impl LinkState {
                 // Passed on untouched: control verifies it; the platform cannot
                 // forge or alter one, and does not try to judge it.
                 let _ = events.send(UplinkEvent::Command(command)).await;
+            }
+            Downlink::PackagesHeld(held) => {
+                let _ = events.send(UplinkEvent::PackagesHeld(held)).await;
             }
         }
         Ok(())

@@ -10,6 +10,10 @@
 //!   interval after the configuration arrived;
 //! - answers [`ToChild::HealthCheck`] with the same nonce;
 //! - answers [`ToChild::CollectFacts`] when the handler has facts;
+//! - passes [`ToChild::PackagesHeld`] to the handler and sends what it
+//!   answers (the collector: nothing, a change or the whole inventory);
+//! - sends what [`ChildHandler::watch`] returns whenever something the
+//!   child watches changed (the collector: the package databases);
 //! - runs [`ToChild::Execute`] commands one at a time, in order, while it
 //!   goes on answering everything else, and sends each result;
 //! - logs and ignores frames that do not decode;
@@ -79,6 +83,26 @@ pub trait ChildHandler {
             tracing::debug!("ignoring a request for host facts: not this process's job");
             None
         }
+    }
+
+    /// The backend holds the package inventory with this digest (`None`:
+    /// none to build on); returns what to send (collector only).
+    fn packages_held(&mut self, held: Option<[u8; 32]>) -> impl Future<Output = Vec<FromChild>> {
+        async move {
+            tracing::debug!(
+                ?held,
+                "ignoring the backend's package digest: not this process's job"
+            );
+            Vec::new()
+        }
+    }
+
+    /// Resolves when something this child watches changed, with what to
+    /// send about it; never resolves by default. It is dropped and called
+    /// again whenever another message is handled first, so it must keep its
+    /// progress in the handler (cancel-safe).
+    fn watch(&mut self) -> impl Future<Output = Vec<FromChild>> {
+        std::future::pending()
     }
 
     /// Takes a signed command (control only) and returns the future that
@@ -182,6 +206,16 @@ pub async fn serve_on<H: ChildHandler>(
                         }
                         None => Sent::Ok,
                     },
+                    ToChild::PackagesHeld(held) => {
+                        let mut outcome = Sent::Ok;
+                        for message in handler.packages_held(held).await {
+                            outcome = send(&mut channel, "a package report", message).await?;
+                            if outcome.is_closed() {
+                                break;
+                            }
+                        }
+                        outcome
+                    }
                     ToChild::Execute(command) => {
                         if running.is_none() {
                             running = Some(Box::pin(handler.execute(command)));
@@ -207,6 +241,13 @@ pub async fn serve_on<H: ChildHandler>(
                 if let Some(result) = result {
                     let reply = FromChild::CommandResult(result);
                     if send(&mut channel, "a command result", reply).await?.is_closed() {
+                        return Ok(());
+                    }
+                }
+            }
+            messages = handler.watch() => {
+                for message in messages {
+                    if send(&mut channel, "a change it watches", message).await?.is_closed() {
                         return Ok(());
                     }
                 }

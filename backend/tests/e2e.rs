@@ -34,6 +34,60 @@ fn now_ms() -> i64 {
     palisade_backend::now_millis()
 }
 
+/// `name:arch version` of every package dpkg counts as installed.
+fn dpkg_installed() -> std::collections::BTreeSet<String> {
+    let out = std::process::Command::new("dpkg-query")
+        .args([
+            "-W",
+            "-f",
+            "${Package}:${Architecture} ${Version} ${db:Status-Status}\n",
+        ])
+        .output()
+        .expect("run dpkg-query");
+    assert!(
+        out.status.success(),
+        "dpkg-query: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .filter_map(|l| {
+            let (package, state) = l.rsplit_once(' ')?;
+            ["installed", "triggers-awaited", "triggers-pending"]
+                .contains(&state)
+                .then(|| package.to_owned())
+        })
+        .collect()
+}
+
+/// `name version` of every package `apt-get -s dist-upgrade` would
+/// upgrade (Inst lines of packages installed already).
+fn apt_would_upgrade() -> std::collections::BTreeSet<String> {
+    let out = std::process::Command::new("apt-get")
+        .args(["-s", "-o", "Debug::NoLocking=1", "dist-upgrade"])
+        .env("LC_ALL", "C")
+        .output()
+        .expect("run apt-get");
+    assert!(
+        out.status.success(),
+        "apt-get: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .filter_map(|l| {
+            // "Inst name [installed] (candidate origin [arch])"
+            let rest = l.strip_prefix("Inst ")?;
+            let (name, rest) = rest.split_once(' ')?;
+            rest.starts_with('[').then_some(())?;
+            let candidate = rest.split_once('(')?.1.split_whitespace().next()?;
+            Some(format!("{name} {candidate}"))
+        })
+        .collect()
+}
+
 async fn enrolled_agent_reports_and_the_ui_shows_it(db: TestDb) {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = Backend::start_in(&dir.path().join("backend"), &db);
@@ -122,6 +176,54 @@ async fn enrolled_agent_reports_and_the_ui_shows_it(db: TestDb) {
     .await;
     let roles: Vec<&str> = health.iter().filter_map(|c| c["role"].as_str()).collect();
     assert_eq!(roles, ["collector", "monitor", "control"]);
+
+    // The package inventory, read by the sandboxed collector from this
+    // machine's own dpkg database and apt lists (read-only), as dpkg and
+    // apt themselves see them.
+    let packages = eventually("the host's package inventory", || async {
+        let r = client
+            .get(&format!("/api/v1/hosts/{agent_id}/packages"), Some(&api))
+            .await;
+        (r.status == 200).then(|| r.json())
+    })
+    .await;
+    assert_eq!(packages["manager"], "dpkg", "{}", packages["manager"]);
+    let reported: std::collections::BTreeSet<String> = packages["installed"]
+        .as_array()
+        .expect("installed")
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{} {}",
+                p["name"].as_str().expect("a string"),
+                p["arch"].as_str().expect("a string"),
+                p["version"].as_str().expect("a string")
+            )
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        dpkg_installed(),
+        "installed packages as dpkg-query lists them"
+    );
+    let pending: std::collections::BTreeSet<String> = packages["updates"]
+        .as_array()
+        .expect("updates")
+        .iter()
+        .filter(|u| u["status"] == "pending")
+        .map(|u| {
+            format!(
+                "{} {}",
+                u["name"].as_str().expect("a string"),
+                u["candidate"].as_str().expect("a string")
+            )
+        })
+        .collect();
+    assert_eq!(
+        pending,
+        apt_would_upgrade(),
+        "pending updates as apt-get -s dist-upgrade plans them"
+    );
 
     // The web UI, as a browser without JavaScript sees it.
     let ui = Https::new(&backend);

@@ -41,6 +41,13 @@
 //! `dnf check-update` (tested against dpkg,
 //! apt, rpm and dnf themselves).
 
+/// One file as read by the caller: its name (not its path) and contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedFile {
+    pub name: String,
+    pub contents: Vec<u8>,
+}
+
 pub mod deb;
 pub mod inventory;
 pub mod reboot;

@@ -4,6 +4,8 @@
 //!   edges of the program: decoders in this crate turn them into the typed
 //!   enums of [`msg`], where a missing `oneof` or an invalid value is a
 //!   [`DecodeError`].
+//! - [`packages`]: package inventories between the wire and the model of
+//!   `palisade_packages::inventory`, both directions in one place.
 //! - [`frame`]: the length-prefixed framing used on every stream (QUIC, WSS
 //!   and the local Unix sockets), with a hard cap on the frame size.
 //!
@@ -15,6 +17,7 @@
 
 pub mod frame;
 pub mod msg;
+pub mod packages;
 pub mod token;
 
 /// Generated protobuf types of package `palisade.v1`.

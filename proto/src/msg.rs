@@ -765,6 +765,30 @@ pub enum Downlink {
     Refused(String),
     /// A signed command for control, passed on untouched.
     Command(pb::SignedCommand),
+    /// The SHA-256 of the package inventory the backend holds for this
+    /// agent; `None` when it holds none to build a change on.
+    PackagesHeld(Option<[u8; 32]>),
+}
+
+/// A `PackagesHeld` digest: empty for none, else exactly 32 bytes.
+fn packages_held(
+    message: &'static str,
+    h: &pb::PackagesHeld,
+) -> Result<Option<[u8; 32]>, DecodeError> {
+    if h.sha256.is_empty() {
+        return Ok(None);
+    }
+    h.sha256
+        .as_slice()
+        .try_into()
+        .map(Some)
+        .map_err(|_| invalid(message, "packages_held.sha256", "not 32 bytes"))
+}
+
+fn packages_held_to_wire(digest: Option<[u8; 32]>) -> pb::PackagesHeld {
+    pb::PackagesHeld {
+        sha256: digest.map(|d| d.to_vec()).unwrap_or_default(),
+    }
 }
 
 impl TryFrom<pb::DownlinkFrame> for Downlink {
@@ -792,6 +816,9 @@ impl TryFrom<pb::DownlinkFrame> for Downlink {
                     validate_signed_command(&c)?;
                     Downlink::Command(c)
                 }
+                pb::downlink_frame::Msg::PackagesHeld(h) => {
+                    Downlink::PackagesHeld(packages_held("DownlinkFrame", &h)?)
+                }
             },
         )
     }
@@ -812,6 +839,9 @@ impl From<Downlink> for pb::DownlinkFrame {
             Downlink::Ack { up_to_seq } => pb::downlink_frame::Msg::Ack(pb::Ack { up_to_seq }),
             Downlink::Refused(reason) => pb::downlink_frame::Msg::Refused(reason),
             Downlink::Command(c) => pb::downlink_frame::Msg::Command(c),
+            Downlink::PackagesHeld(d) => {
+                pb::downlink_frame::Msg::PackagesHeld(packages_held_to_wire(d))
+            }
         };
         pb::DownlinkFrame { msg: Some(msg) }
     }
@@ -876,6 +906,9 @@ pub enum ToChild {
     CollectFacts,
     /// For control: a command exactly as the backend signed it.
     Execute(pb::SignedCommand),
+    /// For the collector: the package inventory the backend holds (see
+    /// [`Downlink::PackagesHeld`]).
+    PackagesHeld(Option<[u8; 32]>),
 }
 
 impl From<ToChild> for pb::ToChild {
@@ -891,6 +924,7 @@ impl From<ToChild> for pb::ToChild {
             }
             ToChild::CollectFacts => pb::to_child::Msg::CollectFacts(pb::CollectFacts {}),
             ToChild::Execute(c) => pb::to_child::Msg::Execute(c),
+            ToChild::PackagesHeld(d) => pb::to_child::Msg::PackagesHeld(packages_held_to_wire(d)),
         };
         pb::ToChild { msg: Some(msg) }
     }
@@ -922,6 +956,9 @@ pub fn decode_to_child(bytes: &[u8]) -> Result<ToChild, DecodeError> {
                 validate_signed_command(&c)?;
                 ToChild::Execute(c)
             }
+            pb::to_child::Msg::PackagesHeld(h) => {
+                ToChild::PackagesHeld(packages_held("ToChild", &h)?)
+            }
         },
     )
 }
@@ -943,6 +980,7 @@ pub enum FromChild {
     Facts(pb::HostFacts),
     Metrics(pb::Metrics),
     CommandResult(pb::CommandResult),
+    Packages(pb::PackageReport),
 }
 
 impl From<FromChild> for pb::FromChild {
@@ -965,6 +1003,7 @@ impl From<FromChild> for pb::FromChild {
             FromChild::Facts(f) => pb::from_child::Msg::Facts(f),
             FromChild::Metrics(m) => pb::from_child::Msg::Metrics(m),
             FromChild::CommandResult(r) => pb::from_child::Msg::CommandResult(r),
+            FromChild::Packages(p) => pb::from_child::Msg::Packages(p),
         };
         pb::FromChild { msg: Some(msg) }
     }
@@ -1007,6 +1046,10 @@ pub fn decode_from_child(bytes: &[u8]) -> Result<FromChild, DecodeError> {
             pb::from_child::Msg::CommandResult(r) => {
                 validate_command_result(&r)?;
                 FromChild::CommandResult(r)
+            }
+            pb::from_child::Msg::Packages(p) => {
+                validate_package_report(&p)?;
+                FromChild::Packages(p)
             }
         },
     )

@@ -67,6 +67,23 @@ fn base(net: BitFlags<AccessNet>) -> Result<RulesetCreated, LandlockError> {
 }
 
 /// Read-only rules on `paths`; a path missing on this host is skipped.
+/// What the collector reads of the package managers' state, where it
+/// exists: dpkg's database and apt's lists and pins; rpm's database, dnf's
+/// configuration and cached metadata; the reboot flag under `/run`.
+const COLLECTOR_PACKAGE_PATHS: &[&str] = &[
+    "/var/lib/dpkg",
+    "/var/lib/apt/lists",
+    "/etc/apt",
+    "/etc/machine-id",
+    "/usr/lib/sysimage/rpm",
+    "/var/lib/rpm",
+    "/etc/dnf",
+    "/etc/yum.repos.d",
+    "/var/cache/dnf",
+    "/var/cache/libdnf5",
+    "/run",
+];
+
 fn read_rules(ruleset: RulesetCreated, paths: &[&str]) -> Result<RulesetCreated, LandlockError> {
     Ok(ruleset.add_rules(path_beneath_rules(paths, read()))?)
 }
@@ -78,12 +95,22 @@ pub fn prepare(
 ) -> Result<Option<Prepared>, LandlockError> {
     let ruleset = match profile {
         Profile::Control | Profile::Launcher => return Ok(None),
-        // Reads what its metrics and facts come from; writes nothing,
-        // executes nothing, no TCP at all.
-        Profile::Collector => read_rules(
-            base(AccessNet::from_all(TARGET))?,
-            &["/proc", "/sys", "/etc/os-release", "/usr/lib/os-release"],
-        )?,
+        // Reads what its metrics, facts and package inventory come from;
+        // writes nothing, executes nothing, no TCP at all. `/run` is there
+        // for `/run/reboot-required`, which does not exist until a package
+        // wants a reboot (Landlock grants only paths that exist).
+        Profile::Collector => {
+            let packages: Vec<&str> = COLLECTOR_PACKAGE_PATHS
+                .iter()
+                .copied()
+                .filter(|p| Path::new(p).exists())
+                .collect();
+            let ruleset = read_rules(
+                base(AccessNet::from_all(TARGET))?,
+                &["/proc", "/sys", "/etc/os-release", "/usr/lib/os-release"],
+            )?;
+            read_rules(ruleset, &packages)?
+        }
         // Reads anything (it hashes files for integrity monitoring); writes
         // nothing (it has no state directory yet), executes nothing, no TCP.
         Profile::Monitor => read_rules(base(AccessNet::from_all(TARGET))?, &["/"])?,

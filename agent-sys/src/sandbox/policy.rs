@@ -284,7 +284,8 @@ pub const RUNTIME: &[Syscall] = &[
 ];
 
 /// The collector's own needs on top of [`RUNTIME`]: it reads `/proc`,
-/// `/sys` and `/etc/os-release` (Landlock limits which files) and measures
+/// `/sys`, `/etc/os-release` and the package databases (Landlock limits
+/// which files), watches the package databases with inotify, and measures
 /// filesystems.
 pub const COLLECTOR_OWN: &[Syscall] = &[
     any(
@@ -298,6 +299,35 @@ pub const COLLECTOR_OWN: &[Syscall] = &[
         "kernel release and architecture for host facts",
     ),
     any(sys!(SYS_sysinfo), "uptime and memory totals"),
+    any(
+        sys!(SYS_inotify_init1),
+        "watching the package databases for changes",
+    ),
+    any(
+        sys!(SYS_inotify_add_watch),
+        "watching the package databases for changes",
+    ),
+    any(sys!(SYS_pread64), "SQLite reading rpmdb.sqlite"),
+    any(
+        sys!(SYS_faccessat),
+        "SQLite checking for rpmdb.sqlite's journal and WAL",
+    ),
+    any(
+        sys!(SYS_faccessat2),
+        "SQLite checking for rpmdb.sqlite's journal and WAL",
+    ),
+    any(
+        legacy!(SYS_access),
+        "SQLite checking for rpmdb.sqlite's journal and WAL (older glibc)",
+    ),
+    any(
+        sys!(SYS_readlinkat),
+        "SQLite resolving a linked database path (/var/lib/rpm)",
+    ),
+    any(
+        legacy!(SYS_readlink),
+        "SQLite resolving a linked database path (older glibc)",
+    ),
 ];
 
 /// The monitor's own needs on top of [`RUNTIME`]: reading any file

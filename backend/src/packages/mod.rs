@@ -10,16 +10,20 @@
 //!
 //! The inventory model is `palisade_packages::inventory` (the agent's and
 //! the backend's one shape). An agent uploads a whole inventory once, then
-//! only changes ([`Delta`]). Invariants:
+//! only changes ([`palisade_packages::inventory::Delta`]). Invariants:
 //! - the rows of a host always make the inventory whose digest is stored
 //!   with them: a whole inventory replaces them, a change is applied only to
 //!   the inventory its base digest names and only if the result has the
 //!   digest it announces, in one transaction;
 //! - a refused change stores nothing and marks the host `needs_full`, so the
-//!   agent is asked for the whole inventory;
+//!   agent is asked for the whole inventory (`PackagesHeld` with no digest,
+//!   sent by the uplink after the batch and at every hello);
+//! - a change whose result is the inventory already held is taken as it is
+//!   (nothing to apply): the agent may send one again after a reconnect,
+//!   before it learns that the pending one was stored;
 //! - an older record never replaces what a newer one stored (record `seq`).
 
-use palisade_packages::inventory::{Delta, Installed, Inventory, Manager, Status, Update};
+use palisade_packages::inventory::Inventory;
 use palisade_proto::pb;
 
 use crate::db::Millis;
@@ -46,12 +50,9 @@ pub struct Report {
     pub reboot: Reboot,
 }
 
-/// A whole inventory or a change, as a record carries it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    Whole(Inventory),
-    Delta(Delta),
-}
+/// A whole inventory or a change, as a record carries it (the one type of
+/// `palisade_proto::packages`, which also converts it from the wire).
+pub use palisade_proto::packages::Change;
 
 /// What storing an inventory record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,69 +83,7 @@ pub struct HostInventory {
 /// unknown manager or status, a digest of another length): the record is
 /// then kept in the ledger and applied to nothing.
 pub fn from_wire(r: &pb::PackageReport) -> Option<(Change, Report)> {
-    let installed = |p: &pb::InstalledPackage| Installed {
-        name: p.name.clone(),
-        arch: p.arch.clone(),
-        version: p.version.clone(),
-        source: p.source.clone(),
-        held: p.held,
-    };
-    let update = |u: &pb::PackageUpdate| -> Option<Update> {
-        let status = match pb::UpdateStatus::try_from(u.status).ok()? {
-            pb::UpdateStatus::Unspecified => return None,
-            pb::UpdateStatus::Pending => Status::Pending,
-            pb::UpdateStatus::Held => Status::Held,
-            pb::UpdateStatus::Deferred => Status::Deferred,
-            pb::UpdateStatus::KeptBack => Status::KeptBack,
-            pb::UpdateStatus::Excluded => Status::Excluded,
-        };
-        Some(Update {
-            name: u.name.clone(),
-            arch: u.arch.clone(),
-            installed: u.installed.clone(),
-            candidate: u.candidate.clone(),
-            security: u.security,
-            status,
-            detail: u.detail.clone(),
-            origins: u.origins.clone(),
-            advisories: u.advisories.clone(),
-            severity: u.severity.clone(),
-            cves: u.cves.clone(),
-        })
-    };
-    let change = match r.change.as_ref()? {
-        pb::package_report::Change::Whole(whole) => {
-            let manager = match pb::PackageManager::try_from(whole.manager).ok()? {
-                pb::PackageManager::Unspecified => return None,
-                pb::PackageManager::Dpkg => Manager::Dpkg,
-                pb::PackageManager::Rpm => Manager::Rpm,
-            };
-            let mut inventory = Inventory::empty(manager);
-            for p in &whole.installed {
-                inventory.insert_installed(installed(p));
-            }
-            for u in &whole.updates {
-                inventory.insert_update(update(u)?);
-            }
-            Change::Whole(inventory)
-        }
-        pb::package_report::Change::Delta(d) => Change::Delta(Delta {
-            base: d.base_sha256.as_slice().try_into().ok()?,
-            result: d.result_sha256.as_slice().try_into().ok()?,
-            installed_set: d.installed_set.iter().map(installed).collect(),
-            installed_removed: d
-                .installed_removed
-                .iter()
-                .map(|k| (k.name.clone(), k.arch.clone(), k.version.clone()))
-                .collect(),
-            updates_set: d.updates_set.iter().map(update).collect::<Option<_>>()?,
-            updates_removed: d
-                .updates_removed
-                .iter()
-                .map(|k| (k.name.clone(), k.arch.clone()))
-                .collect(),
-        }),
-    };
+    let change = palisade_proto::packages::change_from_wire(r.change.as_ref())?;
     let report = Report {
         collected_at: r.collected_at_unix_ms,
         lists_updated_at: (r.lists_updated_at_unix_ms != 0).then_some(r.lists_updated_at_unix_ms),

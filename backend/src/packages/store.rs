@@ -39,10 +39,13 @@ pub fn store(
         }
         Change::Delta(delta) => {
             let current = match held {
-                Some(_) => load(tx, host_id)?.map(|h| h.inventory),
-                None => None,
+                Some((_, false)) => load(tx, host_id)?.map(|h| h.inventory),
+                // Marked as needing the whole: rows are still consistent,
+                // but the agent was told we hold nothing to build on.
+                Some((_, true)) | None => None,
             };
             let applied = match &current {
+                Some(current) if current.digest() == delta.result => Some(current.clone()),
                 Some(current) => current.apply(delta).ok(),
                 None => None,
             };
@@ -58,7 +61,9 @@ pub fn store(
                 )?;
                 return Ok(Applied::NeedsWhole);
             };
-            apply_rows(tx, host_id, delta)?;
+            if current.as_ref().is_some_and(|c| c.digest() != delta.result) {
+                apply_rows(tx, host_id, delta)?;
+            }
             next.digest()
         }
     };

@@ -155,9 +155,11 @@ where
             crate::hosts::store::seen(tx, &id, now, transport)?;
             crate::hosts::store::set_spool_dropped(tx, &id, dropped)?;
             crate::audit::store::append(tx, &connected)?;
-            Ok(crate::hosts::store::get(tx, &id)?.map_or(0, |h| h.stored_up_to_seq))
+            let stored = crate::hosts::store::get(tx, &id)?.map_or(0, |h| h.stored_up_to_seq);
+            Ok((stored, crate::packages::store::digest_held(tx, &id)?))
         })
         .await?;
+    let (stored, packages_held) = stored;
     let ack: pb::DownlinkFrame = Downlink::HelloAck {
         protocol_version: PROTOCOL_VERSION,
         stored_up_to_seq: stored,
@@ -165,6 +167,9 @@ where
     }
     .into();
     out.send(encode_body(&ack)).await?;
+    // The collector answers with nothing, a change or the whole inventory.
+    let held: pb::DownlinkFrame = Downlink::PackagesHeld(held_digest(packages_held)).into();
+    out.send(encode_body(&held)).await?;
     let (conn_id, mut commands, close) = state
         .registry
         .connected_with_commands(agent_id, transport, remote, now);
@@ -218,6 +223,12 @@ where
     result
 }
 
+/// A stored digest as the wire carries it (one of another length, which
+/// only corruption makes, counts as none: the agent sends the whole).
+fn held_digest(stored: Option<Vec<u8>>) -> Option<[u8; 32]> {
+    stored.and_then(|d| d.as_slice().try_into().ok())
+}
+
 async fn record_loop<R, W>(
     state: &AppState,
     agent_id: &str,
@@ -266,15 +277,183 @@ where
         }
         let now = crate::now_millis();
         let id = agent_id.to_owned();
-        let up_to = state
+        let (up_to, wants_whole) = state
             .db
             .write("store records", move |tx| {
                 let up_to = crate::hosts::ingest::store_records(tx, &id, now, &records)?;
                 crate::hosts::store::seen(tx, &id, now, transport)?;
-                Ok(up_to)
+                // A package report that left nothing to build on (a refused
+                // change): ask for the whole inventory now, not at the next
+                // connection.
+                let packages = records
+                    .iter()
+                    .any(|r| matches!(r.data, crate::hosts::ingest::RecordData::Packages(..)));
+                let wants_whole =
+                    packages && crate::packages::store::digest_held(tx, &id)?.is_none();
+                Ok((up_to, wants_whole))
             })
             .await?;
         let ack: pb::DownlinkFrame = Downlink::Ack { up_to_seq: up_to }.into();
         out.send(encode_body(&ack)).await?;
+        if wants_whole {
+            let held: pb::DownlinkFrame = Downlink::PackagesHeld(None).into();
+            out.send(encode_body(&held)).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_packages::inventory::{Installed, Inventory, Manager};
+    use palisade_proto::msg::{Hello, Record, RecordBody, decode_downlink};
+
+    use super::*;
+    use crate::web::testing::{T0, enroll, state};
+
+    fn inventory(version: &str) -> Inventory {
+        let mut i = Inventory::empty(Manager::Dpkg);
+        i.insert_installed(Installed {
+            name: "openssl".into(),
+            arch: "amd64".into(),
+            version: version.into(),
+            source: "openssl".into(),
+            held: false,
+        });
+        i
+    }
+
+    fn packages(seq: u64, change: &palisade_proto::packages::Change) -> Uplink {
+        Uplink::Record(Record {
+            seq,
+            created_at_unix_ms: T0,
+            body: RecordBody::Packages(pb::PackageReport {
+                collected_at_unix_ms: T0,
+                change: Some(palisade_proto::packages::change_to_wire(change)),
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// One connection of an agent: sends `frames` after its hello and
+    /// returns everything the backend answered until the agent hung up.
+    async fn connect(state: &AppState, frames: Vec<Uplink>) -> Vec<Downlink> {
+        let (agent, backend) = tokio::io::duplex(1 << 20);
+        let (backend_read, backend_write) = tokio::io::split(backend);
+        let (agent_read, agent_write) = tokio::io::split(agent);
+        let server = serve_agent(
+            state,
+            "agent-1",
+            Transport::Quic,
+            "192.0.2.1:4433".parse().expect("address"),
+            false,
+            backend_read,
+            backend_write,
+        );
+        let client = async move {
+            let mut out = FramedWrite::new(agent_write, frame::codec(frame::MAX_UPLINK_FRAME));
+            let mut input = FramedRead::new(agent_read, frame::codec(frame::MAX_UPLINK_FRAME));
+            let hello = Uplink::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                agent_version: "test".into(),
+                spool_dropped_total: 0,
+            });
+            let count = frames.len();
+            let last = frames
+                .iter()
+                .map(|f| match f {
+                    Uplink::Record(r) => r.seq,
+                    _ => 0,
+                })
+                .max()
+                .unwrap_or(0);
+            for f in std::iter::once(hello).chain(frames) {
+                out.send(encode_body(&pb::UplinkFrame::from(f)))
+                    .await
+                    .expect("send");
+            }
+            // The hello's two answers, then one ack per record at most (and
+            // a PackagesHeld after a refused change): read until the last
+            // record is acknowledged.
+            let mut answers = Vec::new();
+            loop {
+                let bytes = input.next().await.expect("an answer").expect("a frame");
+                let answer = decode_downlink(&bytes).expect("decodes");
+                let done = matches!(answer, Downlink::Ack { up_to_seq } if up_to_seq == last);
+                answers.push(answer);
+                if done || (count == 0 && answers.len() == 2) {
+                    break;
+                }
+            }
+            // Anything sent right behind the last ack.
+            while let Ok(Some(Ok(bytes))) =
+                tokio::time::timeout(Duration::from_millis(200), input.next()).await
+            {
+                answers.push(decode_downlink(&bytes).expect("decodes"));
+            }
+            // Shutting the write side down is the agent hanging up (a
+            // split half dropped alone would not close the stream).
+            tokio::io::AsyncWriteExt::shutdown(out.get_mut())
+                .await
+                .expect("hang up");
+            answers
+        };
+        let (served, answers) = tokio::join!(server, client);
+        served.expect("the connection ends cleanly");
+        answers
+    }
+
+    #[tokio::test]
+    async fn the_backend_says_which_inventory_it_holds_and_asks_again_after_a_refused_change() {
+        let state = state();
+        enroll(&state, "agent-1", "web-1", T0).await;
+        let (a, b, c) = (
+            inventory("3.0.11-1"),
+            inventory("3.0.13-1"),
+            inventory("3.0.14-1"),
+        );
+
+        // Nothing held yet: the hello is followed by "none".
+        let answers = connect(&state, Vec::new()).await;
+        assert!(
+            matches!(answers[0], Downlink::HelloAck { .. }),
+            "{answers:?}"
+        );
+        assert_eq!(answers[1], Downlink::PackagesHeld(None));
+
+        // The whole inventory, then a change: stored, nothing asked.
+        let change = palisade_proto::packages::Change::Delta(a.diff(&b));
+        let whole = palisade_proto::packages::Change::Whole(a.clone());
+        let answers = connect(&state, vec![packages(1, &whole), packages(2, &change)]).await;
+        assert_eq!(
+            answers
+                .iter()
+                .filter(|a| matches!(a, Downlink::PackagesHeld(_)))
+                .collect::<Vec<_>>(),
+            [&Downlink::PackagesHeld(None)],
+            "only the hello's answer (it held nothing then): {answers:?}"
+        );
+        // The next connection is told the digest of b.
+        let answers = connect(&state, Vec::new()).await;
+        assert_eq!(answers[1], Downlink::PackagesHeld(Some(b.digest())));
+
+        // A change made against c (a lost change): refused, and the backend
+        // asks for the whole right after the ack, on the same connection.
+        let lost = palisade_proto::packages::Change::Delta(c.diff(&a));
+        let answers = connect(&state, vec![packages(3, &lost)]).await;
+        let ack = answers
+            .iter()
+            .position(|a| *a == Downlink::Ack { up_to_seq: 3 })
+            .expect("acked");
+        assert_eq!(
+            answers.get(ack + 1),
+            Some(&Downlink::PackagesHeld(None)),
+            "{answers:?}"
+        );
+        let answers = connect(&state, Vec::new()).await;
+        assert_eq!(
+            answers[1],
+            Downlink::PackagesHeld(None),
+            "still wanted at the next hello"
+        );
     }
 }

@@ -242,6 +242,25 @@ async fn a_change_against_another_inventory_is_refused_and_asks_for_the_whole(ct
     let stored = held(&ctx, "h1").await.unwrap();
     assert_eq!((stored.inventory, stored.needs_full), (c.clone(), false));
     assert_eq!(digest_held(&ctx, "h1").await, Some(c.digest().to_vec()));
+
+    // A change sent again after a reconnect, before the agent learned that
+    // its first sending was stored: it makes what is held already, so it is
+    // taken as done (its report still counts), not refused.
+    assert_eq!(
+        put(
+            &ctx,
+            "h1",
+            6,
+            Change::Delta(b.diff(&c)),
+            report(T0 + 1, true)
+        )
+        .await,
+        Applied::Stored
+    );
+    let stored = held(&ctx, "h1").await.unwrap();
+    assert_eq!((stored.inventory, stored.needs_full), (c.clone(), false));
+    assert!(stored.report.reboot.required);
+    assert_eq!(stored.seq, 6);
 }
 
 async fn the_fleet_search_compares_versions_as_each_package_manager_does(ctx: Ctx) {
@@ -301,32 +320,6 @@ async fn the_fleet_search_compares_versions_as_each_package_manager_does(ctx: Ct
     assert!(nothing.is_empty());
 }
 
-fn wire_installed(p: &Installed) -> pb::InstalledPackage {
-    pb::InstalledPackage {
-        name: p.name.clone(),
-        arch: p.arch.clone(),
-        version: p.version.clone(),
-        source: p.source.clone(),
-        held: p.held,
-    }
-}
-
-fn wire_update(u: &Update) -> pb::PackageUpdate {
-    pb::PackageUpdate {
-        name: u.name.clone(),
-        arch: u.arch.clone(),
-        installed: u.installed.clone(),
-        candidate: u.candidate.clone(),
-        security: u.security,
-        status: pb::UpdateStatus::Pending as i32,
-        detail: u.detail.clone(),
-        origins: u.origins.clone(),
-        advisories: u.advisories.clone(),
-        severity: u.severity.clone(),
-        cves: u.cves.clone(),
-    }
-}
-
 fn report_body(change: pb::package_report::Change) -> RecordBody {
     RecordBody::Packages(pb::PackageReport {
         collected_at_unix_ms: T0,
@@ -338,39 +331,15 @@ fn report_body(change: pb::package_report::Change) -> RecordBody {
 }
 
 fn whole_body(i: &Inventory) -> RecordBody {
-    report_body(pb::package_report::Change::Whole(pb::PackageInventory {
-        manager: pb::PackageManager::Dpkg as i32,
-        installed: i.installed.values().map(wire_installed).collect(),
-        updates: i.updates.values().map(wire_update).collect(),
-    }))
+    report_body(pb::package_report::Change::Whole(
+        palisade_proto::packages::inventory_to_wire(i),
+    ))
 }
 
 fn delta_body(from: &Inventory, to: &Inventory) -> RecordBody {
-    let d = from.diff(to);
-    report_body(pb::package_report::Change::Delta(pb::PackageDelta {
-        base_sha256: d.base.to_vec(),
-        result_sha256: d.result.to_vec(),
-        installed_set: d.installed_set.iter().map(wire_installed).collect(),
-        installed_removed: d
-            .installed_removed
-            .iter()
-            .map(|(name, arch, version)| pb::PackageKey {
-                name: name.clone(),
-                arch: arch.clone(),
-                version: version.clone(),
-            })
-            .collect(),
-        updates_set: d.updates_set.iter().map(wire_update).collect(),
-        updates_removed: d
-            .updates_removed
-            .iter()
-            .map(|(name, arch)| pb::PackageKey {
-                name: name.clone(),
-                arch: arch.clone(),
-                version: String::new(),
-            })
-            .collect(),
-    }))
+    report_body(pb::package_report::Change::Delta(
+        palisade_proto::packages::delta_to_wire(&from.diff(to)),
+    ))
 }
 
 async fn package_records_from_the_uplink_are_applied_once_in_order(ctx: Ctx) {

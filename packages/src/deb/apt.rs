@@ -13,11 +13,7 @@ use super::release::{Release, ReleaseError};
 use super::status::{StatusError, StatusFile};
 use super::upgrade::{self, Options, PackageFile, Plan, System};
 
-/// One file and its contents.
-pub struct NamedFile {
-    pub name: String,
-    pub contents: Vec<u8>,
-}
+pub use crate::NamedFile;
 
 /// Something in the list directory that could not be used; the rest still
 /// is (a stale mirror's broken index must not hide every other update).

@@ -22,12 +22,7 @@ use super::primary::{self, Compression, Primary, PrimaryError, RepoMd, RepoMdErr
 use super::updateinfo::{self, UpdateInfo, UpdateInfoError};
 use super::upgrade::{self, DEFAULT_PRIORITY, Lock, Options, Plan, Repository, System};
 
-/// One file and its contents.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamedFile {
-    pub name: String,
-    pub contents: Vec<u8>,
-}
+pub use crate::NamedFile;
 
 /// One repository's cached metadata: `repomd.xml` and the files it names
 /// (named as its `<location href>` says, or by the last part of it).
