@@ -492,17 +492,16 @@ pub const MAX_REPORT_PACKAGE_BYTES: usize = 256 * 1024;
 /// what to tell it next.
 #[derive(Debug, Default)]
 pub struct Uploads {
-    /// The inventory the backend will hold once everything sent is stored;
-    /// `None` until the backend said what it holds (nothing is sent before:
-    /// the agent may be offline, and the backend may hold this very one).
-    sent: Option<Inventory>,
     /// The latest reading.
     current: Option<Reading>,
     /// The reboot status and index age last sent: a change of either alone
     /// is sent as an empty change.
     sent_extras: Option<(bool, Vec<String>, Option<i64>)>,
     /// The last few inventories sent, newest last: the base of a change
-    /// when the backend names one of them.
+    /// when the backend names one of them. The newest is what the backend
+    /// will hold once everything sent is stored; empty until the backend
+    /// said what it holds (nothing is sent before: the agent may be
+    /// offline, and the backend may hold this very one).
     history: std::collections::VecDeque<Inventory>,
     /// What the backend said it holds before anything was read here,
     /// answered by the first reading.
@@ -515,17 +514,11 @@ const HISTORY: usize = 3;
 impl Uploads {
     fn remember(&mut self, inventory: Inventory) {
         if self.history.back() != Some(&inventory) {
-            self.history.push_back(inventory.clone());
+            self.history.push_back(inventory);
             if self.history.len() > HISTORY {
                 self.history.pop_front();
             }
         }
-        self.sent = Some(inventory);
-    }
-
-    /// The latest reading, if any.
-    pub fn current(&self) -> Option<&Reading> {
-        self.current.as_ref()
     }
 
     /// The backend holds the inventory with digest `held` (`None`: nothing
@@ -569,7 +562,7 @@ impl Uploads {
             self.current = Some(reading);
             return self.held(held, now_ms);
         }
-        let reports = match &self.sent {
+        let reports = match self.history.back() {
             None => Vec::new(),
             Some(sent)
                 if sent.digest() == reading.inventory.digest()
@@ -579,7 +572,7 @@ impl Uploads {
             }
             Some(sent) => steps(Some(sent), &reading, now_ms),
         };
-        if self.sent.is_some() {
+        if !self.history.is_empty() {
             self.remember(reading.inventory.clone());
             self.sent_extras = Some(extras(&reading));
         }
