@@ -44,12 +44,12 @@ pub fn store(
                 // but the agent was told we hold nothing to build on.
                 Some((_, true)) | None => None,
             };
-            let applied = match &current {
-                Some(current) if current.digest() == delta.result => Some(current.clone()),
-                Some(current) => current.apply(delta).ok(),
-                None => None,
-            };
-            let Some(next) = applied else {
+            // A change whose result is held already is done (nothing to apply).
+            let done = current.as_ref().is_some_and(|c| c.digest() == delta.result);
+            let accepted = current
+                .as_ref()
+                .is_some_and(|c| done || c.apply(delta).is_ok());
+            if !accepted {
                 tracing::warn!(
                     host_id,
                     seq,
@@ -60,11 +60,11 @@ pub fn store(
                     params![host_id, true],
                 )?;
                 return Ok(Applied::NeedsWhole);
-            };
-            if current.as_ref().is_some_and(|c| c.digest() != delta.result) {
+            }
+            if !done {
                 apply_rows(tx, host_id, delta)?;
             }
-            next.digest()
+            delta.result
         }
     };
     let manager = match change {
