@@ -45,7 +45,7 @@ pub enum CollectorError {
 /// Runs the collector until the platform closes the channel.
 pub async fn run() -> Result<(), CollectorError> {
     let sampler = Sampler::new(Sources::system()).map_err(CollectorError::Start)?;
-    let packages = PackageWatch::new(Sources::system());
+    let packages = PackageWatch::new(Sources::under(palisade_agent_sys::package_root::from_env()));
     child::serve(Role::Collector, Collector::new(sampler, packages))
         .await
         .map_err(CollectorError::Child)

@@ -9,27 +9,30 @@
 //!   stderr share one pipe (so the output keeps their order), capped at
 //!   [`MAX_COMMAND_OUTPUT`]; after [`RESTART_TIMEOUT`] it is killed. Exit
 //!   status 0 is SUCCEEDED, anything else FAILED with the exit code.
-//! - `refresh_inventory`: acknowledged only. Package inventory is collected
-//!   by a later release and host facts are already refreshed at every
-//!   connection, so there is nothing to refresh yet; the output says so
-//!   rather than pretending.
+//! - `refresh_inventory`: refreshes the package manager's indexes
+//!   (`apt-get update`, `dnf makecache`), output streamed; the collector
+//!   sees the new indexes and reports the pending updates.
+//! - `upgrade_packages`: see [`crate::upgrade`].
+//! - `cancel`: answered by [`crate::Control`], which tracks the commands.
 
-use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use palisade_proto::msg::{CommandAction, MAX_COMMAND_OUTPUT};
-use palisade_proto::pb::CommandStatus;
-use tokio::io::AsyncReadExt;
+use std::path::PathBuf;
+
+use palisade_proto::msg::{CommandAction, FromChild, MAX_COMMAND_OUTPUT};
+use palisade_proto::pb::{self, CommandStatus};
+use tokio::sync::{mpsc, watch};
+
+use crate::process::{self, Capped, Ended, Program};
+use crate::upgrade::{self, Stream, UpgradeOutcome};
 
 /// How long a service restart may take before it is killed.
 pub const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long output is still read after the program exited (a process it
-/// left behind may hold the pipe open).
-const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// How long a stopped program has between SIGINT and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Where `systemctl` is looked for, in order.
 const SYSTEMCTL: [&str; 2] = ["/usr/bin/systemctl", "/bin/systemctl"];
@@ -39,41 +42,84 @@ const SYSTEMCTL: [&str; 2] = ["/usr/bin/systemctl", "/bin/systemctl"];
 pub struct Outcome {
     pub status: CommandStatus,
     pub exit_code: i32,
+    /// The output, or its end when it was streamed.
     pub output: String,
     /// Why it failed, for the operator; empty on success.
     pub error: String,
+    /// `upgrade_packages`: what changed (or would).
+    pub changes: Vec<pb::PackageChange>,
+    /// Bytes of output streamed while it ran.
+    pub streamed_bytes: u64,
 }
 
 impl Outcome {
-    fn succeeded(output: impl Into<String>) -> Outcome {
+    pub(crate) fn succeeded(output: impl Into<String>) -> Outcome {
         Outcome {
             status: CommandStatus::Succeeded,
             exit_code: 0,
             output: output.into(),
             error: String::new(),
+            changes: Vec::new(),
+            streamed_bytes: 0,
         }
     }
 
-    fn failed(exit_code: i32, output: String, error: impl Into<String>) -> Outcome {
+    pub(crate) fn failed(exit_code: i32, output: String, error: impl Into<String>) -> Outcome {
         Outcome {
             status: CommandStatus::Failed,
             exit_code,
             output,
             error: error.into(),
+            changes: Vec::new(),
+            streamed_bytes: 0,
+        }
+    }
+
+    fn streamed(outcome: UpgradeOutcome, stream: &Stream) -> Outcome {
+        Outcome {
+            status: outcome.status,
+            exit_code: outcome.exit_code,
+            output: stream.tail().to_owned(),
+            error: outcome.error,
+            changes: outcome.changes,
+            streamed_bytes: stream.streamed(),
         }
     }
 }
 
-/// The text `refresh_inventory` answers with.
-pub const REFRESH_INVENTORY_OUTPUT: &str = "acknowledged; nothing was collected: package inventory \
-     arrives with a later release, and host facts are already refreshed at every connection";
+/// What a running command may use besides its action.
+pub struct Context {
+    pub command_id: String,
+    /// The system whose packages are managed (`/` on a host).
+    pub package_root: PathBuf,
+    /// Where streamed output goes (to the platform).
+    pub output: mpsc::Sender<FromChild>,
+    /// Turns true when a `cancel` names this command.
+    pub stop: watch::Receiver<bool>,
+}
 
-/// Runs `action`.
-pub async fn run(action: &CommandAction) -> Outcome {
+/// Runs `action`. `cancel` is answered by the caller, which owns the
+/// running commands.
+pub async fn run(action: &CommandAction, context: Context) -> Outcome {
     match action {
         CommandAction::Ping => Outcome::succeeded("pong"),
         CommandAction::RestartService { unit } => restart_service(unit).await,
-        CommandAction::RefreshInventory => Outcome::succeeded(REFRESH_INVENTORY_OUTPUT),
+        CommandAction::RefreshInventory => {
+            let mut stream = Stream::new(context.command_id, context.output);
+            let outcome =
+                upgrade::refresh_index(&context.package_root, &mut stream, context.stop).await;
+            Outcome::streamed(outcome, &stream)
+        }
+        CommandAction::UpgradePackages(u) => {
+            let mut stream = Stream::new(context.command_id, context.output);
+            let outcome = upgrade::run(u, &context.package_root, &mut stream, context.stop).await;
+            Outcome::streamed(outcome, &stream)
+        }
+        CommandAction::Cancel { .. } => Outcome::failed(
+            -1,
+            String::new(),
+            "a cancel is answered where commands are tracked, not run",
+        ),
     }
 }
 
@@ -94,71 +140,27 @@ async fn restart_service(unit: &str) -> Outcome {
 }
 
 /// Runs `program` with `args` as described in the module documentation and
-/// reports its exit status and combined output.
+/// reports its exit status and combined output (see [`crate::process`]).
 pub async fn run_program(program: &Path, args: &[&str], timeout: Duration) -> Outcome {
     let name = program.display().to_string();
-    let (reader, writer) = match std::io::pipe() {
-        Ok(pair) => pair,
-        Err(e) => return Outcome::failed(-1, String::new(), format!("cannot create a pipe: {e}")),
-    };
-    let stderr = match writer.try_clone() {
-        Ok(w) => w,
-        Err(e) => return Outcome::failed(-1, String::new(), format!("cannot create a pipe: {e}")),
-    };
-    let mut command = std::process::Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(stderr);
-    let mut command = tokio::process::Command::from(command);
-    command.kill_on_drop(true);
-    let spawned = command.spawn();
-    // Our copies of the pipe's write end go with the command, so the read
-    // below ends when the program (and whatever it started) closed theirs.
-    drop(command);
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => return Outcome::failed(-1, String::new(), format!("cannot start {name}: {e}")),
-    };
-    let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader)) {
-        Ok(pipe) => pipe,
-        Err(e) => {
-            let _ = child.start_kill();
-            return Outcome::failed(
-                -1,
-                String::new(),
-                format!("cannot read {name}'s output: {e}"),
-            );
-        }
-    };
-
-    let mut output = Vec::new();
-    let mut truncated = false;
-    let mut read_to_end = false;
-    let exited = {
-        let reading = read_capped(&mut pipe, &mut output, &mut truncated);
-        tokio::pin!(reading);
-        let finished = tokio::time::timeout(timeout, async {
-            tokio::select! {
-                status = child.wait() => status,
-                () = &mut reading => {
-                    read_to_end = true;
-                    child.wait().await
-                }
-            }
-        })
-        .await;
-        if finished.is_ok() && !read_to_end {
-            let _ = tokio::time::timeout(OUTPUT_GRACE, &mut reading).await;
-        }
-        finished
-    };
-    let output = output_text(&output, truncated);
-    match exited {
-        Ok(Ok(status)) => match (status.code(), status.signal()) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let mut sink = Capped::new(MAX_COMMAND_OUTPUT);
+    let ended = process::run(
+        &Program {
+            path: program,
+            args: &args,
+            env: &[],
+            deadline: tokio::time::Instant::now() + timeout,
+            grace: STOP_GRACE,
+        },
+        None,
+        &mut sink,
+    )
+    .await;
+    let output = output_text(&sink.bytes, sink.truncated);
+    match ended {
+        Err(error) => Outcome::failed(-1, output, error),
+        Ok(Ended::Exited(status)) => match (status.code(), status.signal()) {
             (Some(0), _) => Outcome::succeeded(output),
             (Some(code), _) => {
                 Outcome::failed(code, output, format!("{name} exited with status {code}"))
@@ -170,41 +172,14 @@ pub async fn run_program(program: &Path, args: &[&str], timeout: Duration) -> Ou
             ),
             (None, None) => Outcome::failed(-1, output, format!("{name} ended without a status")),
         },
-        Ok(Err(e)) => Outcome::failed(-1, output, format!("cannot wait for {name}: {e}")),
-        Err(_) => {
-            let _ = child.start_kill();
-            let _ = tokio::time::timeout(OUTPUT_GRACE, child.wait()).await;
-            Outcome::failed(
-                -1,
-                output,
-                format!(
-                    "{name} did not finish within {} s and was killed",
-                    timeout.as_secs()
-                ),
-            )
-        }
-    }
-}
-
-/// Reads `pipe` to its end, keeping the first [`MAX_COMMAND_OUTPUT`] bytes
-/// and draining the rest (so the program never blocks on a full pipe).
-async fn read_capped(
-    pipe: &mut tokio::net::unix::pipe::Receiver,
-    output: &mut Vec<u8>,
-    truncated: &mut bool,
-) {
-    let mut buffer = [0u8; 8192];
-    loop {
-        match pipe.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let room = MAX_COMMAND_OUTPUT.saturating_sub(output.len());
-                if n > room {
-                    *truncated = true;
-                }
-                output.extend_from_slice(&buffer[..n.min(room)]);
-            }
-        }
+        Ok(Ended::TimedOut(_) | Ended::Cancelled(_)) => Outcome::failed(
+            -1,
+            output,
+            format!(
+                "{name} did not finish within {} s and was killed",
+                timeout.as_secs()
+            ),
+        ),
     }
 }
 
@@ -230,12 +205,33 @@ mod tests {
 
     const SH: &str = "/bin/sh";
 
+    fn context(root: &str) -> (Context, mpsc::Receiver<FromChild>, watch::Sender<bool>) {
+        let (output, rx) = mpsc::channel(64);
+        let (stop_tx, stop) = watch::channel(false);
+        let context = Context {
+            command_id: "c1".into(),
+            package_root: PathBuf::from(root),
+            output,
+            stop,
+        };
+        (context, rx, stop_tx)
+    }
+
     #[tokio::test]
-    async fn ping_and_refresh_run_nothing_and_say_what_they_did() {
-        assert_eq!(run(&CommandAction::Ping).await, Outcome::succeeded("pong"));
-        let refresh = run(&CommandAction::RefreshInventory).await;
-        assert_eq!(refresh.status, CommandStatus::Succeeded);
-        assert!(refresh.output.contains("nothing was collected"));
+    async fn ping_runs_nothing_and_a_refresh_without_a_package_database_says_so() {
+        let (ctx, _rx, _stop) = context("/nonexistent-root");
+        assert_eq!(
+            run(&CommandAction::Ping, ctx).await,
+            Outcome::succeeded("pong")
+        );
+        let (ctx, _rx, _stop) = context("/nonexistent-root");
+        let refresh = run(&CommandAction::RefreshInventory, ctx).await;
+        assert_eq!(refresh.status, CommandStatus::Failed);
+        assert!(
+            refresh.error.contains("no package database"),
+            "{}",
+            refresh.error
+        );
     }
 
     #[tokio::test]

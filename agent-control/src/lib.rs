@@ -32,15 +32,20 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use palisade_agent_sys::child::{self, ChildError, ChildHandler, Health};
-use palisade_agent_sys::control_pin;
-use palisade_proto::msg::{ControlPin, MAX_STRING, Role};
+use palisade_agent_sys::{control_pin, package_root};
+use palisade_proto::msg::{CommandAction, ControlPin, FromChild, MAX_STRING, Role, TypedCommand};
 use palisade_proto::pb;
+use tokio::sync::{mpsc, watch};
 
 pub mod exec;
+pub mod process;
 pub mod seen;
+pub mod upgrade;
 pub mod verify;
 
 pub use control_pin::STATE_DIR_ENV;
@@ -77,10 +82,20 @@ struct Trust {
     seen: SeenStore,
 }
 
+/// The commands admitted and not finished, by id, with the switch that
+/// stops each (a `cancel` turns it on).
+type Stops = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
+
 /// The control process's answers to the platform.
 pub struct Control {
     state_dir: Option<PathBuf>,
     trust: Result<Trust, String>,
+    /// The system whose packages are managed (`/` on a host).
+    package_root: PathBuf,
+    stops: Stops,
+    /// Output of running commands, on its way to the platform.
+    output_tx: mpsc::Sender<FromChild>,
+    output_rx: mpsc::Receiver<FromChild>,
 }
 
 impl Control {
@@ -95,7 +110,48 @@ impl Control {
             }
             Err(problem) => tracing::warn!(%problem, "every command will be refused"),
         }
-        Control { state_dir, trust }
+        Control::with_root(state_dir, trust, package_root::from_env())
+    }
+
+    fn with_root(
+        state_dir: Option<PathBuf>,
+        trust: Result<Trust, String>,
+        package_root: PathBuf,
+    ) -> Control {
+        if !package_root::is_system(&package_root) {
+            tracing::info!(root = %package_root.display(), "managing the packages of another root");
+        }
+        let (output_tx, output_rx) = mpsc::channel(OUTPUT_QUEUE);
+        Control {
+            state_dir,
+            trust,
+            package_root,
+            stops: Arc::default(),
+            output_tx,
+            output_rx,
+        }
+    }
+
+    /// Control for `state_dir` managing the packages under `package_root`
+    /// (tests; the process takes it from its environment).
+    pub fn for_root(state_dir: Option<PathBuf>, package_root: PathBuf) -> Control {
+        let trust = load_trust(state_dir.as_deref());
+        Control::with_root(state_dir, trust, package_root)
+    }
+
+    /// Stops the admitted command `id`: `true` when there was one.
+    fn cancel(&self, id: &str) -> bool {
+        let stops = self
+            .stops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match stops.get(id) {
+            Some(stop) => {
+                stop.send_replace(true);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Decides whether `signed` may run at `now`: the checks of [`verify`],
@@ -173,13 +229,57 @@ impl ChildHandler for Control {
     ) -> impl Future<Output = Option<pb::CommandResult>> + use<> {
         let admitted_at = now_millis();
         let admitted = self.admit(&command, admitted_at);
+        // A cancel acts now, at arrival, not when its turn comes: the
+        // command it names may be the one running.
+        let cancelled = match &admitted {
+            Ok(TypedCommand {
+                action: CommandAction::Cancel { command_id },
+                ..
+            }) => Some((command_id.clone(), self.cancel(command_id))),
+            _ => None,
+        };
+        let registered = admitted.as_ref().ok().map(|command| {
+            let (stop_tx, stop) = watch::channel(false);
+            self.stops
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(command.command_id.clone(), stop_tx);
+            (
+                stop,
+                Finished {
+                    stops: Arc::clone(&self.stops),
+                    id: command.command_id.clone(),
+                },
+            )
+        });
+        let package_root = self.package_root.clone();
+        let output = self.output_tx.clone();
         async move {
             let command = match admitted {
                 Ok(command) => command,
                 Err(rejected) => return Some(rejected.result(admitted_at)),
             };
+            let (stop, _finished) = registered?;
             let started = now_millis();
-            let outcome = exec::run(&command.action).await;
+            let outcome = match cancelled {
+                Some((target, true)) => {
+                    exec::Outcome::succeeded(format!("stop requested for {target}"))
+                }
+                Some((target, false)) => exec::Outcome::failed(
+                    -1,
+                    String::new(),
+                    format!("no command {target} is running or waiting here"),
+                ),
+                None => {
+                    let context = exec::Context {
+                        command_id: command.command_id.clone(),
+                        package_root,
+                        output,
+                        stop,
+                    };
+                    exec::run(&command.action, context).await
+                }
+            };
             let finished = now_millis();
             tracing::info!(
                 command_id = %command.command_id,
@@ -197,7 +297,23 @@ impl ChildHandler for Control {
                 started_at_unix_ms: started,
                 finished_at_unix_ms: finished,
                 error: one_line(&outcome.error),
+                changes: outcome.changes,
+                streamed_bytes: outcome.streamed_bytes,
             })
+        }
+    }
+
+    fn ready(&mut self) -> Vec<FromChild> {
+        std::iter::from_fn(|| self.output_rx.try_recv().ok()).collect()
+    }
+
+    async fn watch(&mut self) -> Vec<FromChild> {
+        // Receiving from the queue is cancel-safe: a piece not taken now
+        // stays queued for the next call.
+        match self.output_rx.recv().await {
+            Some(message) => vec![message],
+            // Never: control holds a sender itself.
+            None => std::future::pending().await,
         }
     }
 
@@ -215,6 +331,25 @@ impl ChildHandler for Control {
                 detail: format!("refusing all commands: {problem}"),
             },
         }
+    }
+}
+
+/// Pieces of output waiting for the platform; a command producing faster
+/// than they are sent waits (its pipe fills, the program blocks).
+const OUTPUT_QUEUE: usize = 64;
+
+/// Forgets a command's stop switch when its run ends (or never starts).
+struct Finished {
+    stops: Stops,
+    id: String,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.stops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
     }
 }
 
@@ -290,7 +425,7 @@ mod tests {
         let mut unknown = pb::Command::from(restart("c-unknown"));
         unknown.action = None;
         let mut bytes = palisade_proto::frame::encode_body(&unknown).to_vec();
-        bytes.extend_from_slice(&[0x6a, 0x00]);
+        bytes.extend_from_slice(&[0x9a, 0x06, 0x00]); // field 99
         assert_eq!(
             code(control.admit(&backend.sign_bytes(bytes), T0)),
             "unknown_type"

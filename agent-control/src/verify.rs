@@ -132,6 +132,8 @@ impl Rejected {
             started_at_unix_ms: now,
             finished_at_unix_ms: now,
             error: crate::one_line(&format!("{}: {}", self.refusal.code(), self.refusal)),
+            changes: Vec::new(),
+            streamed_bytes: 0,
         }
     }
 }
@@ -378,7 +380,7 @@ pub(crate) mod tests {
         let mut c = pb::Command::from(command("c1", CommandAction::Ping));
         c.action = None;
         let mut bytes = encode_body(&c).to_vec();
-        bytes.extend_from_slice(&[0x6a, 0x00]); // field 13: a type from a newer backend
+        bytes.extend_from_slice(&[0x9a, 0x06, 0x00]); // field 99: a type from a newer backend
         let r = refusal(verify(&backend.sign_bytes(bytes), &backend.pin(), T0));
         assert_eq!(r.refusal, Refusal::UnknownType);
         assert_eq!(r.command_id, "c1");

@@ -13,59 +13,15 @@
 //! refused command does not use up its id: the genuine command with the id
 //! of a forged one still runs afterwards.
 
-use std::path::Path;
-use std::process::Child;
-use std::time::Duration;
+mod common;
 
-use palisade_agent_control::STATE_DIR_ENV;
+use common::{AGENT, Control, MINUTE, Signer, enrolled, now_ms};
 use palisade_agent_sys::control_pin;
-use palisade_agent_sys::ipc::Channel;
-use palisade_agent_sys::spawn::spawn_child_with_env;
-use palisade_proto::frame::encode_body;
-use palisade_proto::msg::{
-    CommandAction, ControlPin, FromChild, Role, ToChild, TypedCommand, command_signing_message,
-    decode_from_child,
-};
+use palisade_proto::msg::{CommandAction, TypedCommand};
 use palisade_proto::pb::{self, CommandStatus};
-use ring::rand::SystemRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_palisade-agent-control");
-const DEADLINE: Duration = Duration::from_secs(30);
-const AGENT: &str = "6f1c2a52-4f7e-4d3a-9a55-0c1d2e3f4a5b";
 const OTHER_AGENT: &str = "0b7e9a10-1111-4222-8333-944455566677";
-const MINUTE: i64 = 60_000;
 const UNIT: &str = "palisade-test-nonexistent.service";
-
-fn now_ms() -> i64 {
-    palisade_agent_control::now_millis()
-}
-
-/// A command signer, standing for a backend.
-struct Signer(Ed25519KeyPair);
-
-impl Signer {
-    fn new() -> Signer {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("keygen");
-        Signer(Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key"))
-    }
-
-    fn pin(&self) -> ControlPin {
-        ControlPin {
-            agent_id: AGENT.into(),
-            command_signing_key: self.0.public_key().as_ref().try_into().expect("32 bytes"),
-        }
-    }
-
-    fn sign(&self, command: TypedCommand) -> pb::SignedCommand {
-        let bytes = encode_body(&pb::Command::from(command)).to_vec();
-        let signature = self.0.sign(&command_signing_message(&bytes));
-        pb::SignedCommand {
-            command: bytes,
-            signature: signature.as_ref().to_vec(),
-        }
-    }
-}
 
 fn restart(id: &str) -> TypedCommand {
     let now = now_ms();
@@ -101,104 +57,6 @@ impl prost::Message for Garbage {
     fn clear(&mut self) {
         self.0.clear();
     }
-}
-
-/// Control as the platform sees it: the process and our end of its socket.
-struct Control {
-    child: Child,
-    channel: Channel,
-    nonce: u64,
-}
-
-impl Control {
-    async fn start(state_dir: Option<&Path>) -> Control {
-        let env: Vec<(&str, &std::ffi::OsStr)> = state_dir
-            .map(|dir| (STATE_DIR_ENV, dir.as_os_str()))
-            .into_iter()
-            .collect();
-        let (child, channel) = spawn_child_with_env(Path::new(BINARY), &[], &env).expect("spawn");
-        let mut control = Control {
-            child,
-            channel,
-            nonce: 0,
-        };
-        match control.recv().await {
-            FromChild::Hello {
-                role: Role::Control,
-                ..
-            } => {}
-            other => panic!("expected hello from control, got {other:?}"),
-        }
-        control
-    }
-
-    async fn recv(&mut self) -> FromChild {
-        let frame = tokio::time::timeout(DEADLINE, self.channel.recv())
-            .await
-            .expect("a frame before the deadline")
-            .expect("recv")
-            .expect("control still connected");
-        decode_from_child(&frame).expect("control sends only valid frames")
-    }
-
-    async fn send(&mut self, message: ToChild) {
-        self.channel
-            .send(&pb::ToChild::from(message))
-            .await
-            .expect("send to control");
-    }
-
-    /// Sends a health check; returns what control said before answering it
-    /// (so everything sent earlier has been handled) and the answer.
-    async fn health(&mut self) -> (Vec<FromChild>, bool, String) {
-        self.nonce += 1;
-        let nonce = self.nonce;
-        self.send(ToChild::HealthCheck { nonce }).await;
-        let mut before = Vec::new();
-        loop {
-            match self.recv().await {
-                FromChild::Health {
-                    nonce: n,
-                    ok,
-                    detail,
-                } if n == nonce => return (before, ok, detail),
-                other => before.push(other),
-            }
-        }
-    }
-
-    /// Sends a command and waits for its result.
-    async fn execute(&mut self, command: pb::SignedCommand) -> pb::CommandResult {
-        self.send(ToChild::Execute(command)).await;
-        loop {
-            if let FromChild::CommandResult(result) = self.recv().await {
-                return result;
-            }
-        }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("kill control");
-        self.child.wait().expect("reap control");
-    }
-
-    async fn stop(mut self) {
-        drop(self.channel);
-        let wait = tokio::task::spawn_blocking(move || self.child.wait());
-        let status = tokio::time::timeout(DEADLINE, wait)
-            .await
-            .expect("exits in time")
-            .expect("join")
-            .expect("wait");
-        assert_eq!(status.code(), Some(0), "a closed channel is a clean exit");
-    }
-}
-
-/// A state directory with a pin for `signer`.
-fn enrolled(signer: &Signer) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    control_pin::write(dir.path(), &signer.pin()).expect("write the pin");
-    dir
 }
 
 /// The command ran: systemctl's verdict, not a refusal.
@@ -257,9 +115,12 @@ async fn genuine_commands_run() {
     let mut refresh = restart("refresh-1");
     refresh.action = CommandAction::RefreshInventory;
     let result = control.execute(signer.sign(refresh)).await;
-    assert_eq!(result.status, CommandStatus::Succeeded as i32);
-    assert!(
-        result.output.contains("nothing was collected"),
+    // apt-get update on control's empty apt root: nothing to fetch.
+    assert_eq!(result.status, CommandStatus::Succeeded as i32, "{result:?}");
+    assert!(result.output.contains("apt-get"), "{result:?}");
+    assert_eq!(
+        result.streamed_bytes,
+        result.output.len() as u64,
         "{result:?}"
     );
     control.stop().await;

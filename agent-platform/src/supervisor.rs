@@ -401,10 +401,16 @@ async fn run_child(
                             tracing::error!(error = %e, "cannot spool a package report");
                         }
                     }
+                    FromChild::CommandOutput(output) if role == Role::Control => {
+                        if let Err(e) = spool.append(RecordBody::CommandOutput(output), crate::now_millis()) {
+                            tracing::error!(error = %e, "cannot spool a command's output");
+                        }
+                    }
                     FromChild::Facts(_)
                     | FromChild::Metrics(_)
                     | FromChild::CommandResult(_)
-                    | FromChild::Packages(_) => {
+                    | FromChild::Packages(_)
+                    | FromChild::CommandOutput(_) => {
                         tracing::warn!(role = %role, "telemetry from a child that does not collect it; ignored");
                     }
                 }

@@ -105,11 +105,21 @@ pub trait ChildHandler {
         std::future::pending()
     }
 
-    /// Takes a signed command (control only) and returns the future that
-    /// runs it; its result, if any, is sent to the platform. The future owns
+    /// What [`ChildHandler::watch`] has ready right now, without waiting;
+    /// called before a command's result is sent, so whatever the command
+    /// queued while it ran (its output) goes out first.
+    fn ready(&mut self) -> Vec<FromChild> {
+        Vec::new()
+    }
+
+    /// Takes a signed command (control only) as soon as it arrives and
+    /// returns the future that runs it; its result, if any, is sent to the
+    /// platform. The call itself happens at arrival, so what it does before
+    /// returning (control's checks, and a cancel reaching the running
+    /// command) is not held up by the command running now. The future owns
     /// what it needs instead of borrowing the handler (`use<Self>`), so the
-    /// loop goes on answering health checks while a command runs. Commands
-    /// run one at a time, in the order they arrived (at most
+    /// loop goes on answering health checks while a command runs. The
+    /// futures run one at a time, in the order they arrived (at most
     /// [`MAX_WAITING_COMMANDS`] wait; more are dropped with a warning).
     /// Other children refuse commands with a future that yields `None`.
     fn execute(
@@ -163,7 +173,7 @@ pub async fn serve_on<H: ChildHandler>(
     // The command running now (its future, boxed so it can be polled from
     // `select!` across iterations) and those waiting for their turn.
     let mut running = None;
-    let mut waiting: VecDeque<pb::SignedCommand> = VecDeque::new();
+    let mut waiting = VecDeque::new();
     loop {
         tokio::select! {
             frame = channel.recv() => {
@@ -220,7 +230,7 @@ pub async fn serve_on<H: ChildHandler>(
                         if running.is_none() {
                             running = Some(Box::pin(handler.execute(command)));
                         } else if waiting.len() < MAX_WAITING_COMMANDS {
-                            waiting.push_back(command);
+                            waiting.push_back(Box::pin(handler.execute(command)));
                         } else {
                             tracing::warn!(
                                 waiting = waiting.len(),
@@ -234,20 +244,23 @@ pub async fn serve_on<H: ChildHandler>(
                     return Ok(());
                 }
             }
-            result = finish(&mut running) => {
-                running = waiting
-                    .pop_front()
-                    .map(|next| Box::pin(handler.execute(next)));
-                if let Some(result) = result {
-                    let reply = FromChild::CommandResult(result);
-                    if send(&mut channel, "a command result", reply).await?.is_closed() {
+            messages = handler.watch() => {
+                for message in messages {
+                    if send(&mut channel, "a change it watches", message).await?.is_closed() {
                         return Ok(());
                     }
                 }
             }
-            messages = handler.watch() => {
-                for message in messages {
-                    if send(&mut channel, "a change it watches", message).await?.is_closed() {
+            result = finish(&mut running) => {
+                running = waiting.pop_front();
+                for message in handler.ready() {
+                    if send(&mut channel, "what a command sent", message).await?.is_closed() {
+                        return Ok(());
+                    }
+                }
+                if let Some(result) = result {
+                    let reply = FromChild::CommandResult(result);
+                    if send(&mut channel, "a command result", reply).await?.is_closed() {
                         return Ok(());
                     }
                 }

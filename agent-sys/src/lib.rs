@@ -8,6 +8,8 @@
 //!   sandbox.
 //! - [`control_pin`]: the agent id and command-signing key control trusts,
 //!   written at enrollment where only root can write.
+//! - [`package_root`]: which system's packages the collector reads and
+//!   control manages (`/`, or a root the agent was started with).
 //! - [`sandbox`]: what each process applies to itself before it reads any
 //!   untrusted input (users, capabilities, Landlock, seccomp, limits), the
 //!   policies as data, and the hostile selftest probes.
@@ -23,5 +25,6 @@ pub mod identity;
 pub mod ipc;
 pub mod launcher;
 pub mod logging;
+pub mod package_root;
 pub mod sandbox;
 pub mod spawn;

@@ -59,7 +59,12 @@ pub fn start_child(
         .env_clear()
         .env(IPC_FD_ENV, CHILD_IPC_FD.to_string())
         .stdin(Stdio::null());
-    for key in ["PATH", "RUST_LOG", "PALISADE_LOG_FORMAT"] {
+    for key in [
+        "PATH",
+        "RUST_LOG",
+        "PALISADE_LOG_FORMAT",
+        crate::package_root::PACKAGE_ROOT_ENV,
+    ] {
         if let Ok(v) = std::env::var(key) {
             cmd.env(key, v);
         }

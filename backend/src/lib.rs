@@ -32,6 +32,7 @@ pub mod hosts;
 pub mod identity;
 pub mod metrics;
 pub mod packages;
+pub mod patching;
 pub mod pki;
 pub mod secrets;
 pub mod server;

@@ -33,6 +33,7 @@ use common::{Simulation, build_deb, dpkg, have, make_dpkg_root, plan_installs, r
 use palisade_packages::deb::apt::{AptState, NamedFile, is_preferences_name};
 use palisade_packages::deb::upgrade::{Options, UpdateState};
 use palisade_packages::inventory::Inventory;
+use palisade_testkit::apt::{build_repository, make_apt_root};
 
 /// (suite, package, version, extra control fields)
 const REPOSITORY: &[(&str, &str, &str, &str)] = &[
@@ -128,54 +129,18 @@ fn suite_fields(suite: &str) -> Vec<String> {
     fields
 }
 
-fn build_repository(dir: &Path, repo: &Path) {
-    let suites: BTreeSet<&str> = REPOSITORY.iter().map(|r| r.0).collect();
-    for suite in suites {
-        let pool = repo.join("pool").join(suite);
-        std::fs::create_dir_all(&pool).expect("mkdir pool");
-        for (_, name, version, extra) in REPOSITORY.iter().filter(|r| r.0 == suite) {
-            let deb = build_deb(dir, name, version, extra);
-            std::fs::rename(&deb, pool.join(deb.file_name().expect("name"))).expect("move deb");
-        }
-        let index_dir = repo.join(format!("dists/{suite}/main/binary-amd64"));
-        std::fs::create_dir_all(&index_dir).expect("mkdir dists");
-        let packages = run(Command::new("apt-ftparchive")
-            .current_dir(repo)
-            .args(["packages", &format!("pool/{suite}")]));
-        std::fs::write(index_dir.join("Packages"), &packages.stdout).expect("Packages");
-        let mut release = Command::new("apt-ftparchive");
-        release.current_dir(repo);
-        for field in suite_fields(suite) {
-            release.args(["-o", &format!("APT::FTPArchive::Release::{field}")]);
-        }
-        let release = run(release.args(["release", &format!("dists/{suite}")]));
-        std::fs::write(repo.join(format!("dists/{suite}/Release")), &release.stdout)
-            .expect("Release");
-    }
-}
-
 /// Writes an apt configuration that confines apt to `root`.
 fn apt_config(root: &Path, repo: &Path, arch: &str) -> std::path::PathBuf {
-    for sub in [
-        "etc/apt/apt.conf.d",
-        "etc/apt/preferences.d",
-        "etc/apt/sources.list.d",
-        "var/lib/apt/lists/partial",
-        "var/cache/apt/archives/partial",
-        "var/log/apt",
-    ] {
-        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
-    }
-    let sources: String = [
-        "stable",
-        "stable-security",
-        "stable-backports",
-        "experimental",
-    ]
-    .iter()
-    .map(|suite| format!("deb [trusted=yes] file:{} {suite} main\n", repo.display()))
-    .collect();
-    std::fs::write(root.join("etc/apt/sources.list"), sources).expect("sources.list");
+    make_apt_root(
+        root,
+        repo,
+        &[
+            "stable",
+            "stable-security",
+            "stable-backports",
+            "experimental",
+        ],
+    );
     std::fs::write(
         root.join("etc/apt/preferences.d/palisade-test"),
         PREFERENCES,
@@ -286,7 +251,7 @@ fn the_plan_is_what_apt_would_do() {
     let build = dir.path().join("build");
     std::fs::create_dir_all(&build).expect("mkdir");
     make_dpkg_root(&root);
-    build_repository(&build, &repo);
+    build_repository(&build, &repo, REPOSITORY, suite_fields);
     let debs: Vec<String> = INSTALLED
         .iter()
         .map(|(name, version, extra)| {

@@ -6,6 +6,8 @@
 //!   [`DecodeError`].
 //! - [`packages`]: package inventories between the wire and the model of
 //!   `palisade_packages::inventory`, both directions in one place.
+//! - [`upgrade`]: the typed package-upgrade command, the changes a result
+//!   reports and the output a running command streams.
 //! - [`frame`]: the length-prefixed framing used on every stream (QUIC, WSS
 //!   and the local Unix sockets), with a hard cap on the frame size.
 //!
@@ -19,6 +21,7 @@ pub mod frame;
 pub mod msg;
 pub mod packages;
 pub mod token;
+pub mod upgrade;
 
 /// Generated protobuf types of package `palisade.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

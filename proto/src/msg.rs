@@ -2,6 +2,7 @@
 //! or from another process goes through one of the `decode_*` functions, which
 //! never panic and return a [`DecodeError`] naming what was wrong.
 
+use crate::upgrade::{Upgrade, validate_command_output};
 use prost::Message;
 
 use crate::pb;
@@ -155,7 +156,7 @@ pub fn validate_metrics(m: &pb::Metrics) -> Result<(), DecodeError> {
 /// Largest command output carried in a result (bytes).
 pub const MAX_COMMAND_OUTPUT: usize = 64 * 1024;
 /// Largest encoded command accepted.
-pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+pub const MAX_COMMAND_BYTES: usize = 512 * 1024;
 
 /// Checks a command result that came from outside (control, or an agent).
 pub fn validate_command_result(r: &pb::CommandResult) -> Result<(), DecodeError> {
@@ -174,6 +175,7 @@ pub fn validate_command_result(r: &pb::CommandResult) -> Result<(), DecodeError>
             format!("longer than {MAX_COMMAND_OUTPUT} bytes"),
         ));
     }
+    crate::upgrade::validate_changes(&r.changes)?;
     if r.error.len() > MAX_STRING {
         return Err(invalid(
             M,
@@ -256,6 +258,12 @@ pub enum CommandAction {
         unit: String,
     },
     RefreshInventory,
+    /// Upgrade packages (or simulate it); checked by [`Upgrade::from_wire`].
+    UpgradePackages(Upgrade),
+    /// Stop the running command with this id.
+    Cancel {
+        command_id: String,
+    },
 }
 
 impl CommandAction {
@@ -265,6 +273,8 @@ impl CommandAction {
             CommandAction::Ping => "ping",
             CommandAction::RestartService { .. } => "restart_service",
             CommandAction::RefreshInventory => "refresh_inventory",
+            CommandAction::UpgradePackages(_) => "upgrade_packages",
+            CommandAction::Cancel { .. } => "cancel",
         }
     }
 }
@@ -278,6 +288,10 @@ impl From<TypedCommand> for pb::Command {
             }
             CommandAction::RefreshInventory => {
                 pb::command::Action::RefreshInventory(pb::RefreshInventory {})
+            }
+            CommandAction::UpgradePackages(u) => pb::command::Action::UpgradePackages(u.to_wire()),
+            CommandAction::Cancel { command_id } => {
+                pb::command::Action::Cancel(pb::CancelCommand { command_id })
             }
         };
         pb::Command {
@@ -339,6 +353,15 @@ pub fn decode_command(bytes: &[u8]) -> Result<TypedCommand, DecodeError> {
             CommandAction::RestartService { unit: r.unit }
         }
         pb::command::Action::RefreshInventory(_) => CommandAction::RefreshInventory,
+        pb::command::Action::UpgradePackages(u) => {
+            CommandAction::UpgradePackages(Upgrade::from_wire(&u)?)
+        }
+        pb::command::Action::Cancel(c) => {
+            check_id("cancel.command_id", &c.command_id)?;
+            CommandAction::Cancel {
+                command_id: c.command_id,
+            }
+        }
     };
     Ok(TypedCommand {
         agent_id: c.agent_id,
@@ -628,6 +651,7 @@ pub enum RecordBody {
     AgentHealth(pb::AgentHealth),
     CommandResult(pb::CommandResult),
     Packages(pb::PackageReport),
+    CommandOutput(pb::CommandOutput),
 }
 
 impl RecordBody {
@@ -639,6 +663,7 @@ impl RecordBody {
             RecordBody::AgentHealth(_) => "agent_health",
             RecordBody::CommandResult(_) => "command_result",
             RecordBody::Packages(_) => "packages",
+            RecordBody::CommandOutput(_) => "command_output",
         }
     }
 }
@@ -675,6 +700,10 @@ impl TryFrom<pb::Record> for Record {
                 validate_package_report(&p)?;
                 RecordBody::Packages(p)
             }
+            pb::record::Body::CommandOutput(o) => {
+                validate_command_output(&o)?;
+                RecordBody::CommandOutput(o)
+            }
         };
         Ok(Record {
             seq: r.seq,
@@ -692,6 +721,7 @@ impl From<Record> for pb::Record {
             RecordBody::AgentHealth(h) => pb::record::Body::AgentHealth(h),
             RecordBody::CommandResult(c) => pb::record::Body::CommandResult(c),
             RecordBody::Packages(p) => pb::record::Body::Packages(p),
+            RecordBody::CommandOutput(o) => pb::record::Body::CommandOutput(o),
         };
         pb::Record {
             seq: r.seq,
@@ -981,6 +1011,7 @@ pub enum FromChild {
     Metrics(pb::Metrics),
     CommandResult(pb::CommandResult),
     Packages(pb::PackageReport),
+    CommandOutput(pb::CommandOutput),
 }
 
 impl From<FromChild> for pb::FromChild {
@@ -1004,6 +1035,7 @@ impl From<FromChild> for pb::FromChild {
             FromChild::Metrics(m) => pb::from_child::Msg::Metrics(m),
             FromChild::CommandResult(r) => pb::from_child::Msg::CommandResult(r),
             FromChild::Packages(p) => pb::from_child::Msg::Packages(p),
+            FromChild::CommandOutput(o) => pb::from_child::Msg::CommandOutput(o),
         };
         pb::FromChild { msg: Some(msg) }
     }
@@ -1050,6 +1082,10 @@ pub fn decode_from_child(bytes: &[u8]) -> Result<FromChild, DecodeError> {
             pb::from_child::Msg::Packages(p) => {
                 validate_package_report(&p)?;
                 FromChild::Packages(p)
+            }
+            pb::from_child::Msg::CommandOutput(o) => {
+                validate_command_output(&o)?;
+                FromChild::CommandOutput(o)
             }
         },
     )
@@ -1384,7 +1420,7 @@ mod tests {
         // An action from a newer backend (field 13, an empty message): prost
         // skips the unknown field, so it decodes as no action at all.
         let mut bytes = encode_body(&pb::Command { action: None, ..c }).to_vec();
-        bytes.extend_from_slice(&[0x6a, 0x00]);
+        bytes.extend_from_slice(&[0x9a, 0x06, 0x00]); // field 99
         assert_eq!(decode_command(&bytes), Err(UNKNOWN_COMMAND_TYPE));
     }
 

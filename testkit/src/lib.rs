@@ -1,6 +1,8 @@
 //! What Palisade's tests and `cargo xtask` start for themselves, so that no
 //! test depends on a service someone started by hand.
 //!
+//! - [`apt`]: hermetic apt systems: dummy packages, a local repository of
+//!   several suites, a private dpkg/apt root.
 //! - [`pg`]: a throwaway PostgreSQL cluster (initdb into a directory, a free
 //!   port, TLS on with a certificate made here), and one fresh database per
 //!   test on it.
@@ -9,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apt;
 pub mod pg;
 pub mod webdriver;
 

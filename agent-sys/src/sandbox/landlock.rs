@@ -100,16 +100,17 @@ pub fn prepare(
         // for `/run/reboot-required`, which does not exist until a package
         // wants a reboot (Landlock grants only paths that exist).
         Profile::Collector => {
-            let packages: Vec<&str> = COLLECTOR_PACKAGE_PATHS
+            let root = crate::package_root::from_env();
+            let packages: Vec<PathBuf> = COLLECTOR_PACKAGE_PATHS
                 .iter()
-                .copied()
-                .filter(|p| Path::new(p).exists())
+                .map(|p| crate::package_root::under(&root, p))
+                .filter(|p| p.exists())
                 .collect();
             let ruleset = read_rules(
                 base(AccessNet::from_all(TARGET))?,
                 &["/proc", "/sys", "/etc/os-release", "/usr/lib/os-release"],
             )?;
-            read_rules(ruleset, &packages)?
+            ruleset.add_rules(path_beneath_rules(&packages, read()))?
         }
         // Reads anything (it hashes files for integrity monitoring); writes
         // nothing (it has no state directory yet), executes nothing, no TCP.

@@ -231,6 +231,10 @@ fn fill(w: &World, path: &str) -> String {
         w.group_b.clone()
     } else if path.contains("/commands/{id}") {
         w.command_on_b.clone()
+    } else if path.contains("/patch-runs/{id}") {
+        // No run exists: a caller who may act finds none (404), one who may
+        // not is refused before that.
+        "00000000-0000-4000-8000-00000000beef".to_owned()
     } else if path.contains("/passkeys/{id}") {
         // Passkeys are only one's own: see `identity::passkey_tests`.
         "00000000-0000-4000-8000-000000000000".to_owned()
@@ -267,6 +271,10 @@ fn body(w: &World, method: &Method, path: &str) -> Option<String> {
         ("POST", "/api/v1/enrollment-tokens") => r#"{"cidrs":[]}"#.to_owned(),
         ("PATCH", "/api/v1/hosts/{id}") => format!(r#"{{"host_group_id":"{}"}}"#, w.group_a),
         ("POST", "/api/v1/hosts/{id}/commands") => r#"{"type":"ping"}"#.to_owned(),
+        ("POST", "/api/v1/patch-runs") => {
+            format!(r#"{{"host_id":"{HOST_B}","selection":{{"kind":"all"}}}}"#)
+        }
+        ("POST", "/hosts/{id}/patch") => "selection=all&approval=any".to_owned(),
         ("POST", "/users") => "username=eve&role=admin".to_owned(),
         ("POST", "/login") => format!("username=root&password={}", PASSWORD.replace(' ', "+")),
         ("POST", "/users/{id}/roles") => "role=admin&host_group_id=".to_owned(),
@@ -314,6 +322,10 @@ fn body(w: &World, method: &Method, path: &str) -> Option<String> {
         | ("POST", "/account/second-factor/totp")
         | ("POST", "/account/second-factor/backup-codes")
         | ("POST", "/account/second-factor/remove")
+        | ("POST", "/api/v1/patch-runs/{id}/approve")
+        | ("POST", "/api/v1/patch-runs/{id}/cancel")
+        | ("POST", "/patch-runs/{id}/approve")
+        | ("POST", "/patch-runs/{id}/cancel")
         | ("POST", "/logout") => return None,
         (m, p) => panic!("no example body for {m} {p}: add one to access::tests::body"),
     };

@@ -186,6 +186,10 @@ actions! {
     CommandCreate = "command.create", ServiceOperation;
     CommandRefusedUnverified = "command.refused_unverified", SecurityEvent;
     CommandUnmatchedResult = "command.unmatched_result", SecurityEvent;
+    PatchRunCreate = "patch_run.create", ServiceOperation;
+    PatchRunApprove = "patch_run.approve", ServiceOperation;
+    PatchRunCancel = "patch_run.cancel", ServiceOperation;
+    PatchRunFinish = "patch_run.finish", ServiceOperation;
     AuditSuppressed = "audit.suppressed", SecurityEvent;
     AuditCheckpoint = "audit.checkpoint", Configuration;
     AuditPruned = "audit.pruned", Configuration;

@@ -44,6 +44,8 @@ pub fn permission_for(kind: CommandKind) -> Permission {
         CommandKind::Ping => Permission::CommandsCreate,
         CommandKind::RestartService => Permission::ServicesRestart,
         CommandKind::RefreshInventory => Permission::PackagesRefresh,
+        CommandKind::UpgradePackages => Permission::PatchRunsExecute,
+        CommandKind::Cancel => Permission::PatchRunsCancel,
     }
 }
 
@@ -81,7 +83,8 @@ pub struct CommandJson {
     /// `user:<name>` or `api-token:<id>`.
     requested_by: String,
     source_ip: Option<String>,
-    /// pending, delivered, succeeded, failed, rejected or expired.
+    /// pending, delivered, succeeded, failed, rejected, expired, timed_out
+    /// or cancelled.
     status: &'static str,
     issued_at: Option<String>,
     expires_at: Option<String>,

@@ -41,6 +41,11 @@ pub enum CommandKind {
     Ping,
     RestartService,
     RefreshInventory,
+    /// A patch run's dry run or real run; only [`crate::patching`] issues it.
+    UpgradePackages,
+    /// Stops a running command of the same host; only [`crate::patching`]
+    /// issues it.
+    Cancel,
 }
 
 impl CommandKind {
@@ -49,6 +54,8 @@ impl CommandKind {
             CommandKind::Ping => "ping",
             CommandKind::RestartService => "restart_service",
             CommandKind::RefreshInventory => "refresh_inventory",
+            CommandKind::UpgradePackages => "upgrade_packages",
+            CommandKind::Cancel => "cancel",
         }
     }
 
@@ -57,6 +64,8 @@ impl CommandKind {
             CommandAction::Ping => CommandKind::Ping,
             CommandAction::RestartService { .. } => CommandKind::RestartService,
             CommandAction::RefreshInventory => CommandKind::RefreshInventory,
+            CommandAction::UpgradePackages(_) => CommandKind::UpgradePackages,
+            CommandAction::Cancel { .. } => CommandKind::Cancel,
         }
     }
 }
@@ -68,6 +77,8 @@ impl std::str::FromStr for CommandKind {
             "ping" => Ok(CommandKind::Ping),
             "restart_service" => Ok(CommandKind::RestartService),
             "refresh_inventory" => Ok(CommandKind::RefreshInventory),
+            "upgrade_packages" => Ok(CommandKind::UpgradePackages),
+            "cancel" => Ok(CommandKind::Cancel),
             other => Err(crate::UnknownName::new("command type", other)),
         }
     }
@@ -86,6 +97,10 @@ pub enum CommandStatus {
     Rejected,
     /// Expired before it was ever delivered, so it never ran.
     Expired,
+    /// Control stopped it because it ran past its timeout.
+    TimedOut,
+    /// Control stopped it because a cancel command named it.
+    Cancelled,
 }
 
 impl CommandStatus {
@@ -97,6 +112,8 @@ impl CommandStatus {
             CommandStatus::Failed => "failed",
             CommandStatus::Rejected => "rejected",
             CommandStatus::Expired => "expired",
+            CommandStatus::TimedOut => "timed_out",
+            CommandStatus::Cancelled => "cancelled",
         }
     }
 
@@ -104,7 +121,11 @@ impl CommandStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            CommandStatus::Succeeded | CommandStatus::Failed | CommandStatus::Rejected
+            CommandStatus::Succeeded
+                | CommandStatus::Failed
+                | CommandStatus::Rejected
+                | CommandStatus::TimedOut
+                | CommandStatus::Cancelled
         )
     }
 }
@@ -119,6 +140,8 @@ impl std::str::FromStr for CommandStatus {
             "failed" => Ok(CommandStatus::Failed),
             "rejected" => Ok(CommandStatus::Rejected),
             "expired" => Ok(CommandStatus::Expired),
+            "timed_out" => Ok(CommandStatus::TimedOut),
+            "cancelled" => Ok(CommandStatus::Cancelled),
             other => Err(crate::UnknownName::new("command status", other)),
         }
     }
@@ -169,7 +192,46 @@ pub struct CommandRow {
     pub finished_at: Option<Millis>,
     /// The backend's clock when the result was stored.
     pub result_received_at: Option<Millis>,
+    /// What an `upgrade_packages` result reported changed (empty otherwise).
+    pub changes: Vec<PackageChange>,
+    /// Bytes of output the agent said it streamed while the command ran.
+    pub streamed_bytes: u64,
+    /// Bytes of streamed output stored (see [`store::append_output`]).
+    pub output_bytes: u64,
+    /// Streamed output beyond [`MAX_STREAMED_OUTPUT`] was dropped.
+    pub output_truncated: bool,
 }
+
+/// One package an upgrade changed (or, in a dry run, would change). An
+/// empty `before` means newly installed, an empty `after` removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PackageChange {
+    pub name: String,
+    pub arch: String,
+    pub before: String,
+    pub after: String,
+}
+
+impl PackageChange {
+    pub fn from_wire(c: &pb::PackageChange) -> PackageChange {
+        PackageChange {
+            name: c.name.clone(),
+            arch: c.arch.clone(),
+            before: c.before.clone(),
+            after: c.after.clone(),
+        }
+    }
+
+    /// True when the package is removed by the change.
+    pub fn is_removal(&self) -> bool {
+        self.after.is_empty()
+    }
+}
+
+/// Most streamed output kept per command: beyond it, pieces are dropped and
+/// the command's output is marked truncated (a runaway package script must
+/// not fill the database).
+pub const MAX_STREAMED_OUTPUT: u64 = 16 * 1024 * 1024;
 
 /// An agent's result of a command (a command-result record).
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +244,10 @@ pub struct CommandResult {
     pub error: Option<String>,
     pub started_at: Millis,
     pub finished_at: Millis,
+    /// `upgrade_packages`: what changed, or would change in a dry run.
+    pub changes: Vec<PackageChange>,
+    /// Bytes of output streamed as `CommandOutput` while it ran.
+    pub streamed_bytes: u64,
 }
 
 impl CommandResult {
@@ -192,6 +258,8 @@ impl CommandResult {
             pb::CommandStatus::Succeeded => CommandStatus::Succeeded,
             pb::CommandStatus::Failed => CommandStatus::Failed,
             pb::CommandStatus::Rejected => CommandStatus::Rejected,
+            pb::CommandStatus::TimedOut => CommandStatus::TimedOut,
+            pb::CommandStatus::Cancelled => CommandStatus::Cancelled,
             pb::CommandStatus::Unspecified => return None,
         };
         Some(CommandResult {
@@ -202,7 +270,28 @@ impl CommandResult {
             error: (!r.error.is_empty()).then(|| r.error.clone()),
             started_at: r.started_at_unix_ms,
             finished_at: r.finished_at_unix_ms,
+            changes: r.changes.iter().map(PackageChange::from_wire).collect(),
+            streamed_bytes: r.streamed_bytes,
         })
+    }
+}
+
+/// A piece of a running command's output (a command-output record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPiece {
+    pub command_id: String,
+    /// The byte position of `text` in the whole output.
+    pub offset: u64,
+    pub text: String,
+}
+
+impl OutputPiece {
+    pub fn from_wire(o: &pb::CommandOutput) -> OutputPiece {
+        OutputPiece {
+            command_id: o.command_id.clone(),
+            offset: o.offset,
+            text: o.text.clone(),
+        }
     }
 }
 
@@ -238,6 +327,20 @@ impl CommandRequest {
             }
             CommandAction::Ping | CommandAction::RefreshInventory => {
                 serde_json::json!({ "type": self.action.kind() })
+            }
+            CommandAction::UpgradePackages(u) => serde_json::json!({
+                "type": self.action.kind(),
+                "manager": u.manager.as_str(),
+                "all": u.all,
+                "packages": u.packages.iter().map(|t| serde_json::json!({
+                    "name": t.name, "arch": t.arch, "version": t.version,
+                })).collect::<Vec<_>>(),
+                "dry_run": u.dry_run,
+                "refresh_index": u.refresh_index,
+                "timeout_secs": u.timeout.as_secs(),
+            }),
+            CommandAction::Cancel { command_id } => {
+                serde_json::json!({ "type": self.action.kind(), "command_id": command_id })
             }
         }
     }
@@ -276,6 +379,13 @@ pub fn parse_request(body: &[u8]) -> Result<CommandRequest, RequestError> {
     let allowed: &[&str] = match kind {
         "ping" | "refresh_inventory" => &["type", "expires_in_secs"],
         "restart_service" => &["type", "unit", "expires_in_secs"],
+        // These carry a whole approval flow (dry run, plan, approval,
+        // cancellation): a bare command would bypass it.
+        "upgrade_packages" | "cancel" => {
+            return Err(refuse(format!(
+                "{kind} commands are created by patch runs: POST /api/v1/patch-runs"
+            )));
+        }
         other => {
             return Err(refuse(format!(
                 "unknown command type {:?} (expected {TYPES})",
@@ -332,17 +442,24 @@ pub struct Requester {
     pub request_id: String,
 }
 
-/// Builds and signs the command `request` for `host_id`, stores it with its
-/// audit event (`command.create`) in one transaction, and hands it to the
-/// agent's connection if it is online. Returns the row as it stands
-/// afterwards.
-pub async fn issue(
-    state: &AppState,
+/// A signed command ready to be stored, with the audit event of its
+/// creation (`command.create`); see [`prepare`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub command: NewCommand,
+    pub event: NewAuditEvent,
+}
+
+/// Builds and signs the command `request` for `host_id`. Pure apart from
+/// the fresh id: storing it ([`store_prepared`]) can then share a
+/// transaction with what caused it (a patch run's state change).
+pub fn prepare(
+    pki: &crate::pki::Pki,
     host_id: &str,
     request: &CommandRequest,
     requester: Requester,
     now: Millis,
-) -> Result<CommandRow, DbError> {
+) -> Prepared {
     let id = uuid::Uuid::new_v4().to_string();
     let expires_in_ms = i64::try_from(request.expires_in_secs)
         .unwrap_or(i64::MAX)
@@ -356,8 +473,7 @@ pub async fn issue(
         action: request.action.clone(),
     };
     let command_bytes = encode_body(&pb::Command::from(command)).to_vec();
-    let signature = state
-        .pki
+    let signature = pki
         .sign_command(&command_signing_message(&command_bytes))
         .to_vec();
     let payload = request.payload();
@@ -375,8 +491,8 @@ pub async fn issue(
         "expires_at": expires_at,
         "request_id": requester.request_id,
     }));
-    let new = NewCommand {
-        id: id.clone(),
+    let command = NewCommand {
+        id,
         host_id: host_id.to_owned(),
         kind: CommandKind::of(&request.action),
         payload,
@@ -388,17 +504,49 @@ pub async fn issue(
         command_bytes,
         signature,
     };
+    Prepared { command, event }
+}
+
+/// Stores a prepared command (pending) and its audit event.
+pub fn store_prepared(
+    tx: &mut crate::db::Tx<'_>,
+    prepared: &Prepared,
+) -> Result<CommandRow, DbError> {
+    let row = store::create(tx, &prepared.command)?;
+    crate::audit::store::append(tx, &prepared.event)?;
+    Ok(row)
+}
+
+/// Builds and signs the command `request` for `host_id`, stores it with its
+/// audit event (`command.create`) in one transaction, and hands it to the
+/// agent's connection if it is online. Returns the row as it stands
+/// afterwards.
+pub async fn issue(
+    state: &AppState,
+    host_id: &str,
+    request: &CommandRequest,
+    requester: Requester,
+    now: Millis,
+) -> Result<CommandRow, DbError> {
+    let prepared = prepare(&state.pki, host_id, request, requester, now);
     let row = state
         .db
-        .write("create command", move |tx| {
-            let row = store::create(tx, &new)?;
-            crate::audit::store::append(tx, &event)?;
-            Ok(row)
-        })
+        .write("create command", move |tx| store_prepared(tx, &prepared))
         .await?;
-    tracing::info!(command_id = %id, host_id, action = request.action.kind(), "command created");
+    tracing::info!(command_id = %row.id, host_id, action = request.action.kind(), "command created");
+    hand_over(state, row, now).await
+}
+
+/// Hands a command just stored to its agent's connection when the agent is
+/// online; returns the row as it stands afterwards (delivered, or still
+/// pending: it then goes out at the agent's next connection).
+pub async fn hand_over(
+    state: &AppState,
+    row: CommandRow,
+    now: Millis,
+) -> Result<CommandRow, DbError> {
     if deliver(state, &row, now).await? {
-        let lookup = id.clone();
+        let lookup = row.id.clone();
         let current = state
             .db
             .read("load command", move |tx| store::get(tx, &lookup))
@@ -435,6 +583,9 @@ async fn deliver(state: &AppState, row: &CommandRow, now: Millis) -> Result<bool
 /// connection is in the registry. It never fails the connection: errors are
 /// logged, and what was not delivered goes out at the next connection.
 pub async fn deliver_pending(state: &AppState, agent_id: &str, now: Millis) {
+    // Runs approved without a person whose upgrade was not issued yet (the
+    // backend stopped right after their plan came in) get it now.
+    crate::patching::start_approved(state, agent_id, now).await;
     let host = agent_id.to_owned();
     let due = match state
         .db

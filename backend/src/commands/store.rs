@@ -1,6 +1,9 @@
 //! Command queries, and applying an agent's result.
 
-use super::{CommandKind, CommandResult, CommandRow, CommandStatus, NewCommand};
+use super::{
+    CommandKind, CommandResult, CommandRow, CommandStatus, MAX_STREAMED_OUTPUT, NewCommand,
+    OutputPiece,
+};
 use crate::audit::{Action, Actor, NewAuditEvent, Outcome};
 use crate::db::value::{json, to_json};
 use crate::db::{DbError, Millis, Result, Row, Tx};
@@ -8,7 +11,7 @@ use crate::params;
 
 const COMMAND_COLUMNS: &str = "id, host_id, type, payload, requested_by, source_ip, user_agent, issued_at, \
      expires_at, command_bytes, signature, status, delivered_at, exit_code, output, error, started_at, \
-     finished_at, result_received_at";
+     finished_at, result_received_at, changes, streamed_bytes, output_bytes, output_truncated";
 
 fn parse<T: std::str::FromStr<Err = crate::UnknownName>>(row: &Row<'_>, idx: usize) -> Result<T> {
     let text: String = row.get(idx)?;
@@ -37,6 +40,14 @@ fn command_from_row(row: &Row<'_>) -> Result<CommandRow> {
         started_at: row.get(16)?,
         finished_at: row.get(17)?,
         result_received_at: row.get(18)?,
+        changes: match row.get::<Option<String>>(19)? {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| DbError::Corrupt(format!("command changes: {e}")))?,
+        },
+        streamed_bytes: row.get(20)?,
+        output_bytes: row.get(21)?,
+        output_truncated: row.get(22)?,
     })
 }
 
@@ -142,12 +153,16 @@ pub fn apply_result(
     received_at: Millis,
     result: &CommandResult,
 ) -> Result<()> {
+    let changes = (!result.changes.is_empty())
+        .then(|| to_json("command changes", &result.changes))
+        .transpose()?;
     let updated = if result.command_id.is_empty() {
         0
     } else {
         tx.execute(
             "UPDATE commands SET status = $3, exit_code = $4, output = $5, error = $6, started_at = $7,
-                                 finished_at = $8, result_received_at = $9, result_seq = $10
+                                 finished_at = $8, result_received_at = $9, result_seq = $10,
+                                 changes = $11, streamed_bytes = $12
              WHERE id = $1 AND host_id = $2 AND status IN ('pending', 'delivered', 'expired')",
             params![
                 &result.command_id,
@@ -160,10 +175,15 @@ pub fn apply_result(
                 result.finished_at,
                 received_at,
                 crate::db::seq(seq)?,
+                &changes,
+                i64::try_from(result.streamed_bytes).unwrap_or(i64::MAX),
             ],
         )?
     };
     if updated > 0 {
+        // A patch run waiting for this command moves on in the same
+        // transaction, so the run never disagrees with its command.
+        crate::patching::store::on_command_result(tx, host_id, received_at, result)?;
         return Ok(());
     }
     let known = !result.command_id.is_empty()
@@ -216,4 +236,127 @@ pub fn apply_result(
     }));
     crate::audit::store::append(tx, &event)?;
     Ok(())
+}
+
+/// What storing a piece of streamed output did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStored {
+    Stored,
+    /// A piece at this offset is stored already (a resend): nothing changed.
+    Duplicate,
+    /// The command's output reached [`MAX_STREAMED_OUTPUT`]: dropped, and
+    /// the command marked truncated.
+    Truncated,
+    /// No command of this host has that id: dropped.
+    NotThisHost,
+}
+
+/// Stores a piece of a running command's output, once per (command,
+/// offset). Only a command of the host that sent it takes output, and at
+/// most [`MAX_STREAMED_OUTPUT`] bytes of it. Nothing here is an error: the
+/// piece is part of the agent's record stream, and a refusal would be
+/// resent forever and stall the records behind it.
+pub fn append_output(tx: &mut Tx<'_>, host_id: &str, piece: &OutputPiece) -> Result<OutputStored> {
+    let held: Option<i64> = tx.query_opt(
+        &format!(
+            "SELECT output_bytes FROM commands WHERE id = $1 AND host_id = $2{}",
+            tx.for_update()
+        ),
+        params![&piece.command_id, host_id],
+        |row| row.get(0),
+    )?;
+    let Some(held) = held else {
+        tracing::warn!(
+            host_id,
+            command_id = %piece.command_id,
+            "dropped output for a command this host was not sent"
+        );
+        return Ok(OutputStored::NotThisHost);
+    };
+    let Ok(offset) = i64::try_from(piece.offset) else {
+        tracing::warn!(host_id, command_id = %piece.command_id, offset = piece.offset, "dropped output at an impossible offset");
+        return Ok(OutputStored::Truncated);
+    };
+    let stored = tx
+        .query_opt(
+            "SELECT 1 FROM command_outputs WHERE command_id = $1 AND byte_offset = $2",
+            params![&piece.command_id, offset],
+            |_| Ok(()),
+        )?
+        .is_some();
+    if stored {
+        return Ok(OutputStored::Duplicate);
+    }
+    let len = i64::try_from(piece.text.len()).unwrap_or(i64::MAX);
+    let cap = i64::try_from(MAX_STREAMED_OUTPUT).unwrap_or(i64::MAX);
+    if held.saturating_add(len) > cap {
+        tx.execute(
+            "UPDATE commands SET output_truncated = $2 WHERE id = $1",
+            params![&piece.command_id, true],
+        )?;
+        return Ok(OutputStored::Truncated);
+    }
+    tx.execute(
+        "INSERT INTO command_outputs (command_id, byte_offset, bytes, text) VALUES ($1, $2, $3, $4)",
+        params![&piece.command_id, offset, len, &piece.text],
+    )?;
+    tx.execute(
+        "UPDATE commands SET output_bytes = output_bytes + $2 WHERE id = $1",
+        params![&piece.command_id, len],
+    )?;
+    Ok(OutputStored::Stored)
+}
+
+/// A stretch of a command's streamed output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSlice {
+    /// The output from the offset asked for, as far as it is contiguous.
+    pub text: String,
+    /// The offset to ask for next (the asked-for offset plus `text`'s bytes).
+    pub next: u64,
+    /// Pieces beyond `next` are stored but not reachable yet (a gap: a piece
+    /// still in flight) or not returned (the slice reached `max_bytes`).
+    pub more: bool,
+}
+
+/// The command's streamed output from byte `from` on, in offset order, up
+/// to the first gap (a piece still in flight) and at most about
+/// `max_bytes`. `from` is 0 or a `next` returned before, so what precedes
+/// it is contiguous.
+pub fn output_from(
+    tx: &mut Tx<'_>,
+    command_id: &str,
+    from: u64,
+    max_bytes: usize,
+) -> Result<OutputSlice> {
+    let start = i64::try_from(from).unwrap_or(i64::MAX);
+    let pieces: Vec<(i64, String)> = tx.query(
+        "SELECT byte_offset, text FROM command_outputs
+         WHERE command_id = $1 AND byte_offset + bytes > $2 ORDER BY byte_offset",
+        params![command_id, start],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let mut text = String::new();
+    let mut next = start;
+    let mut more = false;
+    for (offset, piece) in pieces {
+        if offset > next || text.len() >= max_bytes {
+            more = true;
+            break;
+        }
+        // A piece that starts before `next` overlaps what we have; a cut
+        // that is not on a character boundary means the pieces disagree.
+        let skip = usize::try_from(next - offset).unwrap_or(usize::MAX);
+        let Some(rest) = piece.get(skip..) else {
+            more = true;
+            break;
+        };
+        text.push_str(rest);
+        next = next.saturating_add(i64::try_from(rest.len()).unwrap_or(i64::MAX));
+    }
+    Ok(OutputSlice {
+        text,
+        next: u64::try_from(next).unwrap_or(from),
+        more,
+    })
 }

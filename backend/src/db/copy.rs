@@ -152,7 +152,19 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "commands",
         "id, host_id, type, payload, requested_by, source_ip, user_agent, issued_at, expires_at, command_bytes, \
          signature, status, delivered_at, exit_code, output, error, started_at, finished_at, result_received_at, \
-         result_seq",
+         result_seq, changes, streamed_bytes, output_bytes, output_truncated",
+        "id",
+    ),
+    (
+        "command_outputs",
+        "command_id, byte_offset, bytes, text",
+        "command_id, byte_offset",
+    ),
+    (
+        "patch_runs",
+        "id, host_id, state, selection, approval, manager, requested_by, requested_by_user, requested_at, approved_by, approved_at, \
+         cancelled_by, cancelled_at, started_at, finished_at, dry_run_command_id, command_id, cancel_command_id, \
+         plan, changes, exit_code, error, timeout_secs, policy",
         "id",
     ),
     (

@@ -51,6 +51,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     10 "0010_metric_chunks" then crate::metrics::store::move_legacy_samples,
     11 "0011_drop_metric_samples",
     12 "0012_package_inventory",
+    13 "0013_patch_runs",
 );
 
 /// Every PostgreSQL migration this build knows, in order.
@@ -67,6 +68,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     10 "0010_metric_chunks" then crate::metrics::store::move_legacy_samples,
     11 "0011_drop_metric_samples",
     12 "0012_package_inventory",
+    13 "0013_patch_runs",
 );
 
 pub fn for_dialect(dialect: Dialect) -> &'static [Migration] {

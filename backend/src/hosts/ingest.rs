@@ -9,7 +9,7 @@
 use palisade_proto::msg::{Record, RecordBody};
 
 use super::{AgentHealth, HostFacts, store};
-use crate::commands::CommandResult;
+use crate::commands::{CommandResult, OutputPiece};
 use crate::db::{DbError, Millis, Result, Tx};
 use crate::metrics::Sample;
 use crate::params;
@@ -30,6 +30,8 @@ pub enum RecordData {
     Metrics(Sample),
     Health(AgentHealth),
     CommandResult(CommandResult),
+    /// A piece of a running command's output.
+    CommandOutput(OutputPiece),
     /// A package inventory, whole or a change.
     Packages(crate::packages::Change, crate::packages::Report),
     /// A result whose status no result can have: stored in the ledger,
@@ -46,6 +48,7 @@ impl RecordData {
             RecordData::Metrics(_) => "metrics",
             RecordData::Health(_) => "agent_health",
             RecordData::CommandResult(_) => "command_result",
+            RecordData::CommandOutput(_) => "command_output",
             RecordData::Packages(..) => "packages",
             RecordData::Unusable(kind) => kind,
         }
@@ -62,6 +65,7 @@ impl From<&Record> for AgentRecord {
                 Some(result) => RecordData::CommandResult(result),
                 None => RecordData::Unusable("command_result"),
             },
+            RecordBody::CommandOutput(o) => RecordData::CommandOutput(OutputPiece::from_wire(o)),
             RecordBody::Packages(p) => match crate::packages::from_wire(p) {
                 Some((change, report)) => RecordData::Packages(change, report),
                 None => RecordData::Unusable("packages"),
@@ -79,7 +83,8 @@ impl From<&Record> for AgentRecord {
 /// the host, samples are appended, health replaces the previous report, a
 /// command result completes the host's command of that id if it has none
 /// yet (a result matching no command of this host is audited instead), a
-/// package report replaces or changes the host's inventory.
+/// piece of output is added to its command's output (once per offset, only
+/// to a command of this host, within the cap), a package report replaces or changes the host's inventory.
 /// Returns the host's stored-up-to sequence afterwards.
 pub fn store_records(
     tx: &mut Tx<'_>,
@@ -115,6 +120,9 @@ pub fn store_records(
             RecordData::Health(health) => store::apply_health(tx, host_id, record.seq, health)?,
             RecordData::CommandResult(result) => {
                 crate::commands::store::apply_result(tx, host_id, record.seq, received_at, result)?;
+            }
+            RecordData::CommandOutput(piece) => {
+                crate::commands::store::append_output(tx, host_id, piece)?;
             }
             RecordData::Packages(change, report) => {
                 crate::packages::store::store(tx, host_id, record.seq, change, report)?;

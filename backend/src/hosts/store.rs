@@ -161,7 +161,10 @@ pub fn list_page(tx: &mut Tx<'_>, query: &HostQuery) -> Result<Vec<(Host, Option
 }
 
 /// `hosts.host_group_id IN (...)` for `groups` (never true for none).
-fn group_condition<'a>(groups: &'a [String], values: &mut Vec<crate::db::Param<'a>>) -> String {
+pub(crate) fn group_condition<'a>(
+    groups: &'a [String],
+    values: &mut Vec<crate::db::Param<'a>>,
+) -> String {
     if groups.is_empty() {
         return "1 = 0".to_owned();
     }

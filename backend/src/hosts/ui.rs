@@ -436,7 +436,10 @@ fn command_view(c: CommandRow) -> CommandView {
     };
     let badge = match c.status {
         CommandStatus::Succeeded => "online",
-        CommandStatus::Failed | CommandStatus::Rejected => "bad",
+        CommandStatus::Failed
+        | CommandStatus::Rejected
+        | CommandStatus::TimedOut
+        | CommandStatus::Cancelled => "bad",
         CommandStatus::Pending | CommandStatus::Delivered | CommandStatus::Expired => "offline",
     };
     CommandView {
@@ -490,6 +493,10 @@ struct HostPage {
     /// not reported them.
     packages_allowed: bool,
     packages: Option<PackagesView>,
+    /// The caller may start a patch run here (the "Patch" form).
+    patch_allowed: bool,
+    /// The caller may see patch runs (links to them).
+    patch_runs_allowed: bool,
 }
 
 /// The host's package inventory, for the host page.
@@ -629,6 +636,8 @@ async fn host_page(
         spark_height: format::SPARK_HEIGHT,
         packages_allowed,
         packages,
+        patch_allowed: caller.may(Permission::PatchRunsCreate, group) && host.revoked_at.is_none(),
+        patch_runs_allowed: caller.may(Permission::PatchRunsRead, group),
         hostname: host.hostname,
     };
     Ok(html(StatusCode::OK, page.render()?))

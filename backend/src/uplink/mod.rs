@@ -295,6 +295,9 @@ where
             .await?;
         let ack: pb::DownlinkFrame = Downlink::Ack { up_to_seq: up_to }.into();
         out.send(encode_body(&ack)).await?;
+        // A dry run that came back for a run needing no approval: its
+        // upgrade is signed and issued now that the plan is committed.
+        crate::patching::start_approved(state, agent_id, now).await;
         if wants_whole {
             let held: pb::DownlinkFrame = Downlink::PackagesHeld(None).into();
             out.send(encode_body(&held)).await?;

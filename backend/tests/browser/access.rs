@@ -61,6 +61,7 @@ async fn each_role_is_offered_only_the_actions_it_may_take() {
         admin.nav().await,
         [
             "Hosts",
+            "Patch runs",
             "Host groups",
             "Enrollment",
             "Users",
@@ -149,7 +150,7 @@ async fn each_role_is_offered_only_the_actions_it_may_take() {
         (
             "vera",
             &viewer_password,
-            &["Hosts", "Host groups"][..],
+            &["Hosts", "Patch runs", "Host groups"][..],
             &[
                 "/enrollment-tokens",
                 "/users",
@@ -164,6 +165,7 @@ async fn each_role_is_offered_only_the_actions_it_may_take() {
             &auditor_password,
             &[
                 "Hosts",
+                "Patch runs",
                 "Host groups",
                 "Enrollment",
                 "Users",

@@ -17,6 +17,9 @@
 //!   to confirm a dangerous operation; a failed user verification
 //!   (issue 10).
 //!
+//! - `patching`: a patch run started from the host page, approved by a
+//!   second user, its output growing on its page (issue 11).
+//!
 //! See `harness` for where the browser comes from and when a test skips.
 
 #[path = "../support/mod.rs"]
@@ -26,6 +29,7 @@ mod access;
 mod factors;
 mod harness;
 mod passkeys;
+mod patching;
 mod sign_in;
 
 use harness::{Address, Browser, Driver};

@@ -76,6 +76,7 @@ fn result(id: &str, status: pb::CommandStatus, output: &str) -> RecordBody {
         } else {
             String::new()
         },
+        ..Default::default()
     })
 }
 

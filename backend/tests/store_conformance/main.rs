@@ -26,6 +26,7 @@ mod hosts;
 mod identity;
 mod metrics;
 mod packages;
+mod patching;
 mod schema;
 
 pub const T0: Millis = 1_700_000_000_000;

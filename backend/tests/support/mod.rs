@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod patch_host;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ pub mod lists;
 pub mod preferences;
 pub mod relation;
 pub mod release;
+pub mod simulate;
 pub mod status;
 pub mod upgrade;
 pub mod version;

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use palisade_packages::deb::upgrade::{Plan, UpdateState};
-use std::process::{Command, Output, Stdio};
 
 /// Whether `program` is an executable file on the `PATH`. Looked up rather
 /// than run: `dnf --version` would open the host's rpm database.
@@ -39,76 +38,21 @@ pub fn have(tools: &[&str]) -> bool {
     true
 }
 
+#[allow(unused_imports)] // each test file uses part of it
+pub use palisade_testkit::apt::{dpkg, make_dpkg_root, run};
+
 /// Builds a package with no files and no maintainer scripts;
 /// `extra` holds more control fields (`"Depends: a\n"`).
 pub fn build_deb(dir: &Path, name: &str, version: &str, extra: &str) -> PathBuf {
-    let tree = dir.join(format!("{name}_{version}"));
-    std::fs::create_dir_all(tree.join("DEBIAN")).expect("mkdir");
-    let control = format!(
-        "Package: {name}\nVersion: {version}\nArchitecture: all\n\
-         Maintainer: Palisade tests <tests@example.invalid>\n{extra}Description: a test package\n"
-    );
-    std::fs::write(tree.join("DEBIAN/control"), control).expect("control");
-    let deb = dir.join(format!("{name}_{version}_all.deb"));
-    let out = Command::new("dpkg-deb")
-        .args(["--build", "-Zgzip"])
-        .arg(&tree)
-        .arg(&deb)
-        .output()
-        .expect("run dpkg-deb");
-    assert!(out.status.success(), "dpkg-deb: {out:?}");
-    std::fs::remove_dir_all(&tree).expect("remove the build tree");
-    deb
-}
-
-/// Makes the directories a private dpkg root needs.
-pub fn make_dpkg_root(root: &Path) {
-    for sub in ["var/lib/dpkg/updates", "var/lib/dpkg/info", "var/log"] {
-        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
-    }
-    std::fs::write(root.join("var/lib/dpkg/status"), "").expect("status");
-}
-
-/// Runs dpkg on the private root at `root`; panics when it fails.
-pub fn dpkg(root: &Path, args: &[&str], stdin: Option<&str>) {
-    use std::io::Write;
-    let mut cmd = Command::new("dpkg");
-    cmd.arg(format!("--root={}", root.display()))
-        .arg(format!(
-            "--admindir={}",
-            root.join("var/lib/dpkg").display()
-        ))
-        .args(["--force-not-root", "--force-script-chrootless"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run dpkg");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output().expect("wait dpkg");
-    assert!(out.status.success(), "dpkg {args:?}: {out:?}");
-}
-
-/// Runs a command and returns its output; panics when it cannot start or
-/// fails.
-pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    palisade_testkit::apt::build_deb(
+        dir,
+        &palisade_testkit::apt::Deb {
+            name,
+            version,
+            extra,
+            preinst: None,
+        },
+    )
 }
 
 /// What a simulated dist-upgrade installs (name → version), keeps back
@@ -147,43 +91,25 @@ impl Simulation {
 
     /// Reads `apt-get -s dist-upgrade`'s output (run with `LC_ALL=C`).
     pub fn parse(out: &str) -> Simulation {
+        let read = palisade_packages::deb::simulate::parse(out).expect("apt's simulation");
         let mut installs = BTreeMap::new();
         let mut archives = BTreeMap::new();
         let mut removals = BTreeSet::new();
-        let mut kept_back = BTreeSet::new();
-        let mut in_kept_back = false;
-        for line in out.lines() {
-            if in_kept_back {
-                if let Some(names) = line.strip_prefix("  ") {
-                    kept_back.extend(names.split_whitespace().map(str::to_owned));
-                    continue;
+        for change in read.changes {
+            match change.after {
+                Some(version) => {
+                    installs.insert(change.name.clone(), version);
+                    archives.insert(change.name, change.archive);
                 }
-                in_kept_back = false;
-            }
-            if line.starts_with("The following packages have been kept back") {
-                in_kept_back = true;
-            } else if let Some(rest) = line.strip_prefix("Inst ") {
-                let name = rest.split_whitespace().next().expect("Inst name");
-                let version = rest
-                    .split_once('(')
-                    .and_then(|(_, v)| v.split_whitespace().next())
-                    .expect("Inst version");
-                installs.insert(name.to_owned(), version.to_owned());
-                let archive = rest.split_once('(').map_or("", |(_, v)| v);
-                archives.insert(name.to_owned(), archive.to_owned());
-            } else if let Some(rest) = line.strip_prefix("Remv ") {
-                removals.insert(
-                    rest.split_whitespace()
-                        .next()
-                        .expect("Remv name")
-                        .to_owned(),
-                );
+                None => {
+                    removals.insert(change.name);
+                }
             }
         }
         Simulation {
             installs,
             archives,
-            kept_back,
+            kept_back: read.kept_back,
             removals,
         }
     }

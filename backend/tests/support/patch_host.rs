@@ -1,0 +1,99 @@
+//! A host for the patch-run tests: a private apt/dpkg root the test made,
+//! managed by a real agent started with `PALISADE_PACKAGE_ROOT`.
+//!
+//! The root has a local repository with a normal suite and one labelled as
+//! a security archive (as Debian's Release files are), and dummy packages:
+//! one with a security update whose new version's maintainer script takes
+//! six seconds and prints as it goes, one with a normal update, one held
+//! and one whose update needs a package no suite has (kept back). Its
+//! indexes are not fetched: that is control's job (`refresh_inventory`).
+
+use std::path::{Path, PathBuf};
+
+use palisade_testkit::apt::{
+    Deb, RepoEntry, add_shell, add_to_suite, build_deb, build_repository, dpkg, make_apt_root,
+    make_dpkg_root, suite_fields,
+};
+
+use super::Agent;
+
+pub const REPOSITORY: &[RepoEntry<'_>] = &[
+    ("stable", "pal-sec", "1.0", ""),
+    ("stable", "pal-plain", "1.1", ""),
+    ("stable", "pal-held", "1.1", ""),
+    ("stable", "pal-kept", "1.1", "Depends: pal-missing (>= 1)\n"),
+];
+
+pub const INSTALLED: &[&str] = &["pal-sec", "pal-plain", "pal-held", "pal-kept"];
+
+/// Makes the repository and the managed root under `dir`, with the old
+/// versions installed and pal-held on hold; returns the root.
+pub fn make(dir: &Path) -> PathBuf {
+    let (build, repo, root) = (dir.join("build"), dir.join("repo"), dir.join("root"));
+    std::fs::create_dir_all(&build).expect("mkdir");
+    build_repository(&build, &repo, REPOSITORY, suite_fields);
+    let security = build_deb(
+        &build,
+        &Deb {
+            name: "pal-sec",
+            version: "1.1",
+            extra: "",
+            preinst: Some(
+                "for i in 1 2 3 4 5 6; do echo \"pal-sec preinst step $i\"; sleep 1; done",
+            ),
+        },
+    );
+    add_to_suite(
+        &repo,
+        "stable-security",
+        &security,
+        &suite_fields("stable-security"),
+    );
+    make_dpkg_root(&root);
+    make_apt_root(&root, &repo, &["stable", "stable-security"]);
+    add_shell(&root);
+    // The collector reads the running kernel from the root's /proc.
+    std::os::unix::fs::symlink("/proc", root.join("proc")).expect("proc link");
+    let old: Vec<String> = INSTALLED
+        .iter()
+        .map(|name| {
+            build_deb(
+                &build,
+                &Deb {
+                    name,
+                    version: "1.0",
+                    extra: "",
+                    preinst: None,
+                },
+            )
+            .display()
+            .to_string()
+        })
+        .collect();
+    let mut args = vec!["--install"];
+    args.extend(old.iter().map(String::as_str));
+    dpkg(&root, &args, None);
+    dpkg(&root, &["--set-selections"], Some("pal-held hold\n"));
+    // The agent's users must reach the root (tempdirs are 0700).
+    for path in [dir, &root] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    root
+}
+
+/// Starts the agent of `state` managing the packages under `root`.
+pub fn start_agent(state: &Path, root: &Path) -> Agent {
+    let mut cmd = std::process::Command::new(super::agent_bin());
+    cmd.args([
+        "run",
+        "--metrics-interval",
+        "5s",
+        "--health-interval",
+        "1s",
+        "--state-dir",
+    ])
+    .arg(state)
+    .env("PALISADE_PACKAGE_ROOT", root);
+    Agent::spawn(cmd, state)
+}
