@@ -57,7 +57,11 @@ fn main() -> anyhow::Result<()> {
         } else {
             (format!("other{i:06}"), "2.0-1".to_owned(), false)
         };
-        let target = if to_security { &mut security } else { &mut main };
+        let target = if to_security {
+            &mut security
+        } else {
+            &mut main
+        };
         let _ = write!(
             target,
             "Package: {name}\nVersion: {version}\nInstalled-Size: 512\n\

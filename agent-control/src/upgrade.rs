@@ -22,7 +22,24 @@
 //! options (`Dir`, the status file, dpkg's `--root`/`--admindir`/`--log`),
 //! the way a private apt/dpkg root is driven.
 //!
-//! **dnf** is not run yet: an rpm host gets a clear failure.
+//! **dnf** (an rpm host): `dnf makecache` first when asked, then `dnf -y
+//! upgrade` for everything or `dnf -y upgrade name-[epoch:]version-release.arch
+//! ...` for named packages. A configuration file the admin changed is kept
+//! (rpm writes the packaged one as `.rpmnew`, its default). The installed
+//! versions are read with `rpm -qa` and a query format of our own
+//! ([`palisade_packages::rpm::query`]), spelled as the inventory spells them.
+//! dnf has no simulation whose output is stable enough to read (`--assumeno`
+//! prints a table meant for people), so a **dry run** reports the upgrades
+//! dnf offers for the selection (`dnf repoquery --upgrades
+//! --latest-limit=1`) against the installed versions: a dependency dnf
+//! would also pull in is not in the dry run's plan. A real run's changes,
+//! read from the rpm database, have every package.
+//!
+//! **Another root** for dnf: `--root` for rpm, `--installroot` for dnf,
+//! plus the root's own `etc/dnf/dnf.conf` and `etc/yum.repos.d` when it
+//! has them (dnf would otherwise fall back to the host's). Every option is
+//! derived from the root, never from the command. Where the database lies
+//! inside the root is rpm's own `%_dbpath`, as on the host.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +48,7 @@ use std::time::Duration;
 use palisade_agent_sys::package_root;
 use palisade_packages::deb::{StatusFile, simulate};
 use palisade_packages::inventory::Manager;
+use palisade_packages::rpm::query;
 use palisade_proto::msg::{FromChild, MAX_COMMAND_OUTPUT};
 use palisade_proto::pb;
 use palisade_proto::upgrade::{MAX_OUTPUT_PIECE, Upgrade};
@@ -218,9 +236,7 @@ pub async fn run(
     let deadline = Instant::now() + upgrade.timeout;
     match upgrade.manager {
         Manager::Dpkg => apt(upgrade, root, stream, stop, deadline).await,
-        Manager::Rpm => UpgradeOutcome::failed(
-            "upgrading with dnf is not supported by this agent yet (only apt is)",
-        ),
+        Manager::Rpm => dnf(upgrade, root, stream, stop, deadline).await,
     }
 }
 
@@ -228,6 +244,7 @@ pub async fn run(
 pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 const DNF: &str = "/usr/bin/dnf";
+const RPM: &str = "/usr/bin/rpm";
 /// Where rpm keeps its database (new and old location).
 const RPMDB: [&str; 2] = ["/usr/lib/sysimage/rpm", "/var/lib/rpm"];
 
@@ -244,15 +261,9 @@ pub async fn refresh_index(
         let mut args = apt_root_options(root);
         args.extend(["-q".into(), "update".into()]);
         (PathBuf::from(APT_GET), "apt-get update", args)
-    } else if RPMDB
-        .iter()
-        .any(|db| package_root::under(root, db).is_dir())
-    {
-        let mut args = vec!["-q".to_owned(), "-y".to_owned()];
-        if !package_root::is_system(root) {
-            args.push(format!("--installroot={}", root.display()));
-        }
-        args.push("makecache".into());
+    } else if has_rpmdb(root) {
+        let mut args = dnf_root_options(root);
+        args.extend(["-q".into(), "-y".into(), "makecache".into()]);
         (PathBuf::from(DNF), "dnf makecache", args)
     } else {
         return UpgradeOutcome::failed(format!(
@@ -389,22 +400,226 @@ async fn apt(
             }
         }
     } else {
-        match dpkg_versions(root) {
-            Ok(after) => outcome.changes = changes(&before, &after),
-            Err(e) => {
-                stream
-                    .note(&format!("# cannot tell what changed: {e}"))
-                    .await;
-                if outcome.error.is_empty() {
-                    outcome.error = format!("cannot tell what changed: {e}");
+        let after = dpkg_versions(root);
+        record_changes(&mut outcome, &before, after, stream).await;
+    }
+    outcome
+}
+
+/// Whether `root` has an rpm database.
+fn has_rpmdb(root: &Path) -> bool {
+    RPMDB
+        .iter()
+        .any(|db| package_root::under(root, db).is_dir())
+}
+
+/// The options that point dnf at `root` (none for `/`): the installroot,
+/// and the root's own configuration and repositories when it has them.
+fn dnf_root_options(root: &Path) -> Vec<String> {
+    if package_root::is_system(root) {
+        return Vec::new();
+    }
+    let mut options = vec![format!("--installroot={}", root.display())];
+    let conf = package_root::under(root, "/etc/dnf/dnf.conf");
+    if conf.is_file() {
+        options.push(format!("--config={}", conf.display()));
+    }
+    let repos = package_root::under(root, "/etc/yum.repos.d");
+    if repos.is_dir() {
+        options.push(format!("--setopt=reposdir={}", repos.display()));
+    }
+    options
+}
+
+/// How dnf names a target: `name[-[epoch:]version-release][.arch]`.
+fn dnf_spec(target: &palisade_proto::upgrade::Target) -> String {
+    let mut spec = target.name.clone();
+    if !target.version.is_empty() {
+        spec.push('-');
+        spec.push_str(&target.version);
+    }
+    if !target.arch.is_empty() {
+        spec.push('.');
+        spec.push_str(&target.arch);
+    }
+    spec
+}
+
+/// The arguments of the upgrade step (after the root options).
+fn dnf_upgrade_args(upgrade: &Upgrade) -> Vec<String> {
+    let mut args = if upgrade.dry_run {
+        [
+            "-q",
+            "repoquery",
+            "--upgrades",
+            "--latest-limit=1",
+            "--queryformat",
+            query::DNF_QUERY_FORMAT,
+        ]
+        .map(String::from)
+        .to_vec()
+    } else {
+        vec!["-y".to_owned(), "upgrade".to_owned()]
+    };
+    if !upgrade.all {
+        args.extend(upgrade.packages.iter().map(dnf_spec));
+    }
+    args
+}
+
+/// Reads the installed versions with `rpm -qa` (not streamed: a few
+/// thousand lines of no interest to the operator).
+async fn rpm_versions(
+    root: &Path,
+    deadline: Instant,
+    stop: &watch::Receiver<bool>,
+) -> Result<Versions, String> {
+    let mut args = Vec::new();
+    if !package_root::is_system(root) {
+        args.push(format!("--root={}", root.display()));
+    }
+    args.extend([
+        "-qa".to_owned(),
+        "--queryformat".to_owned(),
+        query::RPM_QUERY_FORMAT.to_owned(),
+    ]);
+    let program = Program {
+        path: Path::new(RPM),
+        args: &args,
+        env: ENV,
+        deadline,
+        grace: UPGRADE_STOP_GRACE,
+    };
+    let mut out = process::Capped::new(MAX_SIMULATION_OUTPUT);
+    let ended = process::run(&program, Some(stop.clone()), &mut out).await;
+    let text = String::from_utf8_lossy(&out.bytes);
+    if let Some(failed) = unless_succeeded(ended, "rpm -qa") {
+        let last = text.lines().last().unwrap_or_default();
+        return Err(format!("{}: {last}", failed.error));
+    }
+    if out.truncated {
+        return Err(format!(
+            "rpm -qa printed more than {MAX_SIMULATION_OUTPUT} bytes"
+        ));
+    }
+    let read = query::parse(&text).map_err(|e| format!("cannot read rpm -qa's output: {e}"))?;
+    Ok(rows_to_versions(read.rows))
+}
+
+/// Rows by (name, architecture), without the `gpg-pubkey` entries (the
+/// inventory has none either).
+fn rows_to_versions(rows: Vec<query::Row>) -> Versions {
+    rows.into_iter()
+        .filter(|r| !r.is_gpg_pubkey())
+        .map(|r| ((r.name, r.arch), r.evr))
+        .collect()
+}
+
+async fn dnf(
+    upgrade: &Upgrade,
+    root: &Path,
+    stream: &mut Stream,
+    stop: watch::Receiver<bool>,
+    deadline: Instant,
+) -> UpgradeOutcome {
+    let dnf = PathBuf::from(DNF);
+    if !has_rpmdb(root) {
+        return UpgradeOutcome::failed(format!(
+            "the backend asked for a dnf upgrade, but {} has no rpm database",
+            root.display()
+        ));
+    }
+    let before = match rpm_versions(root, deadline, &stop).await {
+        Ok(v) => v,
+        Err(e) => return UpgradeOutcome::failed(e),
+    };
+    stream
+        .note(&format!("# {} packages installed", before.len()))
+        .await;
+    if upgrade.refresh_index {
+        let mut args = dnf_root_options(root);
+        args.extend(["-q".into(), "-y".into(), "makecache".into()]);
+        let ended = step(&dnf, &args, deadline, &stop, stream, None).await;
+        if let Some(outcome) = unless_succeeded(ended, "dnf makecache") {
+            return outcome;
+        }
+    }
+    let mut args = dnf_root_options(root);
+    args.extend(dnf_upgrade_args(upgrade));
+    let mut copy = process::Capped::new(MAX_SIMULATION_OUTPUT);
+    let what = if upgrade.dry_run {
+        "dnf repoquery"
+    } else {
+        "dnf upgrade"
+    };
+    let ended = step(&dnf, &args, deadline, &stop, stream, Some(&mut copy)).await;
+    let mut outcome = unless_succeeded(ended, what).unwrap_or(UpgradeOutcome {
+        status: pb::CommandStatus::Succeeded,
+        exit_code: 0,
+        error: String::new(),
+        changes: Vec::new(),
+    });
+    if upgrade.dry_run {
+        if outcome.status == pb::CommandStatus::Succeeded {
+            let read = if copy.truncated {
+                Err(format!(
+                    "dnf repoquery printed more than {MAX_SIMULATION_OUTPUT} bytes"
+                ))
+            } else {
+                query::parse(&String::from_utf8_lossy(&copy.bytes))
+                    .map_err(|e| format!("cannot read dnf repoquery's output: {e}"))
+            };
+            match read {
+                Ok(read) => outcome.changes = offered_changes(read.rows, &before),
+                Err(e) => {
+                    outcome.status = pb::CommandStatus::Failed;
+                    outcome.error = e;
                 }
             }
         }
-        stream
-            .note(&format!("# {} packages changed", outcome.changes.len()))
-            .await;
+    } else {
+        let after = rpm_versions(root, Instant::now() + REREAD_TIMEOUT, &stop).await;
+        record_changes(&mut outcome, &before, after, stream).await;
     }
     outcome
+}
+
+/// How long reading the database after a run may take: it must be read
+/// even when the run itself used up the command's time.
+const REREAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The upgrades dnf offers, as changes from what is installed: the same
+/// name and architecture, or else the one installed architecture of the
+/// name (a package that became `noarch` or stopped being it).
+fn offered_changes(offered: Vec<query::Row>, installed: &Versions) -> Vec<pb::PackageChange> {
+    let mut out: Vec<pb::PackageChange> = offered
+        .into_iter()
+        .filter(|r| !r.is_gpg_pubkey())
+        .map(|r| {
+            let before = installed
+                .get(&(r.name.clone(), r.arch.clone()))
+                .cloned()
+                .or_else(|| {
+                    let mut versions = installed
+                        .iter()
+                        .filter(|((name, _), _)| *name == r.name)
+                        .map(|(_, version)| version.clone());
+                    match (versions.next(), versions.next()) {
+                        (Some(version), None) => Some(version),
+                        _ => None,
+                    }
+                })
+                .unwrap_or_default();
+            pb::PackageChange {
+                name: r.name,
+                arch: r.arch,
+                before,
+                after: r.evr,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));
+    out
 }
 
 /// Runs one program as a step of the command: announced in the output,
@@ -476,6 +691,31 @@ fn unless_succeeded(ended: Result<Ended, String>, what: &str) -> Option<UpgradeO
         error,
         changes: Vec::new(),
     })
+}
+
+/// Puts what differs between the readings before and after a real run into
+/// `outcome` and says how many in the output; a failed second reading is
+/// said too, and is the outcome's error unless it already has one.
+async fn record_changes(
+    outcome: &mut UpgradeOutcome,
+    before: &Versions,
+    after: Result<Versions, String>,
+    stream: &mut Stream,
+) {
+    match after {
+        Ok(after) => outcome.changes = changes(before, &after),
+        Err(e) => {
+            stream
+                .note(&format!("# cannot tell what changed: {e}"))
+                .await;
+            if outcome.error.is_empty() {
+                outcome.error = format!("cannot tell what changed: {e}");
+            }
+        }
+    }
+    stream
+        .note(&format!("# {} packages changed", outcome.changes.len()))
+        .await;
 }
 
 /// What differs between two readings of the database.
@@ -650,7 +890,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_rpm_host_gets_a_clear_failure() {
+    async fn an_rpm_host_without_an_rpm_database_gets_a_clear_failure() {
         let (tx, _rx) = mpsc::channel(16);
         let mut stream = Stream::new("c1".into(), tx);
         let mut u = upgrade(true, &[], true);
@@ -658,6 +898,107 @@ mod tests {
         let (_stop_tx, stop) = watch::channel(false);
         let outcome = run(&u, Path::new("/nonexistent"), &mut stream, stop).await;
         assert_eq!(outcome.status, pb::CommandStatus::Failed);
-        assert!(outcome.error.contains("dnf"), "{}", outcome.error);
+        assert!(
+            outcome.error.contains("no rpm database"),
+            "{}",
+            outcome.error
+        );
+    }
+
+    #[test]
+    fn dnf_is_asked_for_exactly_the_named_versions() {
+        let mut u = upgrade(
+            false,
+            &[
+                ("pal-a", "noarch", "1.1-1"),
+                ("bash", "x86_64", "1:5.2-3.fc40"),
+                ("curl", "", ""),
+            ],
+            false,
+        );
+        u.manager = Manager::Rpm;
+        assert_eq!(
+            dnf_upgrade_args(&u),
+            [
+                "-y",
+                "upgrade",
+                "pal-a-1.1-1.noarch",
+                "bash-1:5.2-3.fc40.x86_64",
+                "curl"
+            ]
+        );
+        u.dry_run = true;
+        u.all = true;
+        let args = dnf_upgrade_args(&u);
+        assert_eq!(
+            args[..4],
+            ["-q", "repoquery", "--upgrades", "--latest-limit=1"]
+        );
+        assert_eq!(args.len(), 6, "all: no package names");
+    }
+
+    #[test]
+    fn dnf_is_pointed_only_at_what_the_root_has() {
+        assert!(dnf_root_options(Path::new("/")).is_empty());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        assert_eq!(
+            dnf_root_options(&root),
+            [format!("--installroot={}", root.display())]
+        );
+        std::fs::create_dir_all(root.join("etc/dnf")).expect("mkdir");
+        std::fs::create_dir_all(root.join("etc/yum.repos.d")).expect("mkdir");
+        std::fs::write(root.join("etc/dnf/dnf.conf"), "[main]\n").expect("write");
+        let options = dnf_root_options(&root);
+        assert_eq!(options.len(), 3);
+        assert!(options[1].starts_with("--config=") && options[1].ends_with("etc/dnf/dnf.conf"));
+        assert!(options[2].starts_with("--setopt=reposdir="));
+    }
+
+    #[test]
+    fn offered_upgrades_are_matched_with_what_is_installed() {
+        let row = |n: &str, a: &str, v: &str| query::Row {
+            name: n.into(),
+            arch: a.into(),
+            evr: v.into(),
+        };
+        let installed: Versions = [
+            (
+                ("pal-a".to_owned(), "noarch".to_owned()),
+                "1.0-1".to_owned(),
+            ),
+            (
+                ("pal-b".to_owned(), "noarch".to_owned()),
+                "1.0-1".to_owned(),
+            ),
+        ]
+        .into();
+        let got: Vec<(String, String, String, String)> = offered_changes(
+            vec![
+                row("pal-b", "x86_64", "1.1-1"),
+                row("pal-a", "noarch", "2:1.1-1"),
+            ],
+            &installed,
+        )
+        .into_iter()
+        .map(|c| (c.name, c.arch, c.before, c.after))
+        .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "pal-a".into(),
+                    "noarch".into(),
+                    "1.0-1".into(),
+                    "2:1.1-1".into()
+                ),
+                (
+                    "pal-b".into(),
+                    "x86_64".into(),
+                    "1.0-1".into(),
+                    "1.1-1".into()
+                ),
+            ]
+        );
     }
 }

@@ -128,34 +128,6 @@ fn upgrade(packages: &[(&str, &str)], dry_run: bool, timeout: Duration) -> Comma
     })
 }
 
-/// Sends `command`; returns the output pieces that came before its result,
-/// and the result.
-async fn run(
-    control: &mut Control,
-    signed: pb::SignedCommand,
-) -> (Vec<pb::CommandOutput>, pb::CommandResult) {
-    control.send(ToChild::Execute(signed)).await;
-    let mut pieces = Vec::new();
-    loop {
-        match control.recv().await {
-            FromChild::CommandOutput(piece) => pieces.push(piece),
-            FromChild::CommandResult(result) => return (pieces, result),
-            _ => {}
-        }
-    }
-}
-
-/// The pieces are contiguous from 0; returns the whole output.
-fn whole(pieces: &[pb::CommandOutput], id: &str) -> String {
-    let mut text = String::new();
-    for piece in pieces {
-        assert_eq!(piece.command_id, id);
-        assert_eq!(piece.offset, text.len() as u64, "pieces are contiguous");
-        text.push_str(&piece.text);
-    }
-    text
-}
-
 fn changes(result: &pb::CommandResult) -> Vec<(String, String, String)> {
     result
         .changes
@@ -179,7 +151,9 @@ async fn a_dry_run_then_a_named_upgrade_change_exactly_what_they_say() {
     let mut control = Control::start_with_root(Some(state.path()), &system.root()).await;
 
     let all = upgrade(&[], true, Duration::from_secs(120));
-    let (pieces, result) = run(&mut control, signer.sign(command("dry-1", all))).await;
+    let (pieces, result) = control
+        .run_streamed(signer.sign(command("dry-1", all)))
+        .await;
     assert_eq!(result.status, CommandStatus::Succeeded as i32, "{result:?}");
     let mut planned = changes(&result);
     planned.sort();
@@ -191,7 +165,7 @@ async fn a_dry_run_then_a_named_upgrade_change_exactly_what_they_say() {
             change("pal-slow", "1.0", "1.1"),
         ]
     );
-    let output = whole(&pieces, "dry-1");
+    let output = common::whole(&pieces, "dry-1");
     assert!(output.contains("apt-get"), "{output}");
     assert!(output.contains("Inst pal-sec [1.0] (1.1"), "{output}");
     assert_eq!(result.streamed_bytes, output.len() as u64);
@@ -202,11 +176,13 @@ async fn a_dry_run_then_a_named_upgrade_change_exactly_what_they_say() {
     );
 
     let named = upgrade(&[("pal-sec", "1.1")], false, Duration::from_secs(120));
-    let (pieces, result) = run(&mut control, signer.sign(command("run-1", named))).await;
+    let (pieces, result) = control
+        .run_streamed(signer.sign(command("run-1", named)))
+        .await;
     assert_eq!(result.status, CommandStatus::Succeeded as i32, "{result:?}");
     assert_eq!(changes(&result), [change("pal-sec", "1.0", "1.1")]);
     assert_eq!(result.changes[0].arch, "all");
-    let output = whole(&pieces, "run-1");
+    let output = common::whole(&pieces, "run-1");
     assert!(output.contains("Unpacking pal-sec (1.1)"), "{output}");
     assert!(
         output.ends_with(&result.output),
@@ -273,7 +249,9 @@ async fn a_cancel_stops_a_hanging_run_and_a_timeout_stops_another() {
     let system = System::new();
     let mut control = Control::start_with_root(Some(state.path()), &system.root()).await;
     let late = upgrade(&[("pal-slow", "1.1")], false, Duration::from_secs(3));
-    let (_, result) = run(&mut control, signer.sign(command("slow-2", late))).await;
+    let (_, result) = control
+        .run_streamed(signer.sign(command("slow-2", late)))
+        .await;
     assert_eq!(result.status, CommandStatus::TimedOut as i32, "{result:?}");
     assert!(result.error.contains("timeout"), "{result:?}");
 
@@ -281,7 +259,9 @@ async fn a_cancel_stops_a_hanging_run_and_a_timeout_stops_another() {
     let nothing = CommandAction::Cancel {
         command_id: "slow-1".into(),
     };
-    let (_, result) = run(&mut control, signer.sign(command("cancel-2", nothing))).await;
+    let (_, result) = control
+        .run_streamed(signer.sign(command("cancel-2", nothing)))
+        .await;
     assert_eq!(result.status, CommandStatus::Failed as i32, "{result:?}");
     assert!(Path::new(&system.root()).is_dir());
     control.stop().await;

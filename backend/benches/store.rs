@@ -9,12 +9,16 @@
 //! - **Host list**: 10,000 hosts with facts and a latest sample; the median
 //!   time of `GET /hosts` (the page, rendered) and `GET /api/v1/hosts` (the
 //!   JSON) through the real router, in process, bodies read whole.
+//! - **Patch history** (`patch_history`): 90 days of weekly patch runs on
+//!   1,000 hosts; the median and 95th percentile of the fleet's history
+//!   page, one host's history and one run's record, as store queries and
+//!   through the router (see `store/patch_history.rs`).
 //!
 //! Run: `cargo bench -p palisade-backend --bench store`
 //! (`PALISADE_BENCH_SAMPLES` sets the number of samples ingested per
 //! dialect, default 300,000; `PALISADE_BENCH_PARTS`, a comma list of
 //! `ingest` (or `ingest-sqlite`, `ingest-postgres`), `hosts`, `audit`,
-//! runs only those). PostgreSQL runs on a throwaway cluster started by the
+//! `patch_history`, runs only those). PostgreSQL runs on a throwaway cluster started by the
 //! bench (fsync off, like every test cluster: the figure measures the
 //! backend's work, not the disk).
 
@@ -36,6 +40,9 @@ use palisade_backend::uplink::registry::Registry;
 use palisade_proto::msg::{Record, RecordBody};
 use palisade_proto::pb;
 use tower::ServiceExt;
+
+#[path = "store/patch_history.rs"]
+mod patch_history;
 
 const HOSTS_INGEST: usize = 100;
 const BATCH: usize = 512;
@@ -583,8 +590,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    let parts =
-        std::env::var("PALISADE_BENCH_PARTS").unwrap_or_else(|_| "ingest,hosts,audit".into());
+    let parts = std::env::var("PALISADE_BENCH_PARTS")
+        .unwrap_or_else(|_| "ingest,hosts,audit,patch_history".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let ingest_into = |dialect: &str| part("ingest") || part(&format!("ingest-{dialect}"));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -660,6 +667,34 @@ fn main() {
     for (name, db, app) in apps.iter().filter(|_| part("audit")) {
         for (what, ms, bytes) in rt.block_on(audit_queries(db, app, audit_rows)) {
             println!("  {name:<9} {what}: {ms:.1} ms ({bytes} bytes)");
+        }
+    }
+    if part("patch_history") {
+        println!(
+            "patch history: weekly runs on {} hosts over {} days, median and p95 of several calls:",
+            patch_history::HOSTS,
+            patch_history::SPAN / 86_400_000
+        );
+    }
+    for (name, db, app) in apps.iter().filter(|_| part("patch_history")) {
+        let seeded = patch_history::seed(db, palisade_backend::now_millis());
+        println!(
+            "  {name:<9} seeded in {:.1} s: {} runs {:?}, {} commands, {} package changes (plans and records), \
+             {} output pieces ({} bytes) in command_outputs, {} bytes of output in results",
+            seeded.seconds,
+            seeded.runs,
+            seeded.by_state,
+            seeded.commands,
+            seeded.changes,
+            seeded.output_pieces,
+            seeded.output_bytes,
+            seeded.result_output_bytes
+        );
+        for figure in patch_history::queries(db, app, &rt, &seeded) {
+            println!(
+                "  {name:<9} {}: median {:.2} ms, p95 {:.2} ms ({})",
+                figure.what, figure.median, figure.p95, figure.size
+            );
         }
     }
     drop(apps);

@@ -274,5 +274,24 @@ async fn a_security_patch_run_is_planned_approved_streamed_and_recorded(db: Test
         .filter_map(|r| r["id"].as_str())
         .collect();
     assert_eq!(ids, [run_id.as_str()]);
+    // The history of a time window: the run is in the last 90 days, not in
+    // the future.
+    for (since, expected) in [("2000-01-01", 1), ("2999-01-01", 0)] {
+        let list = get_json(
+            &client,
+            &requester,
+            &format!("/api/v1/patch-runs?host_id={host_id}&since={since}"),
+        )
+        .await;
+        assert_eq!(
+            list["patch_runs"].as_array().map(Vec::len),
+            Some(expected),
+            "{since}"
+        );
+    }
+    let bad = client
+        .get("/api/v1/patch-runs?since=yesterday", Some(&requester))
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
     drop(agent);
 }

@@ -25,6 +25,9 @@
 //! - [`rpm::primary`]: a repository's index (`repomd.xml`) and package
 //!   list (`primary.xml`);
 //! - [`rpm::updateinfo`]: a repository's advisories (`updateinfo.xml`);
+//! - [`rpm::query`]: the rows agent control asks `rpm -qa` and `dnf
+//!   repoquery` to print (name, architecture, version), framed apart from
+//!   their messages;
 //! - [`rpm::upgrade`] and [`rpm::dnf`]: what `dnf upgrade` would do and
 //!   `dnf check-update` lists (candidates across repositories by priority,
 //!   arch rules, install-only packages, excludes, versionlock, obsoletes),

@@ -148,6 +148,23 @@ impl Control {
         }
     }
 
+    /// Sends a command; returns the output pieces that came before its
+    /// result, and the result.
+    pub async fn run_streamed(
+        &mut self,
+        signed: pb::SignedCommand,
+    ) -> (Vec<pb::CommandOutput>, pb::CommandResult) {
+        self.send(ToChild::Execute(signed)).await;
+        let mut pieces = Vec::new();
+        loop {
+            match self.recv().await {
+                FromChild::CommandOutput(piece) => pieces.push(piece),
+                FromChild::CommandResult(result) => return (pieces, result),
+                _ => {}
+            }
+        }
+    }
+
     pub fn kill(mut self) {
         self.child.kill().expect("kill control");
         self.child.wait().expect("reap control");
@@ -170,4 +187,16 @@ pub fn enrolled(signer: &Signer) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     control_pin::write(dir.path(), &signer.pin()).expect("write the pin");
     dir
+}
+
+/// The pieces are contiguous from 0 and all of command `id`; returns the
+/// whole output.
+pub fn whole(pieces: &[pb::CommandOutput], id: &str) -> String {
+    let mut text = String::new();
+    for piece in pieces {
+        assert_eq!(piece.command_id, id);
+        assert_eq!(piece.offset, text.len() as u64, "pieces are contiguous");
+        text.push_str(&piece.text);
+    }
+    text
 }

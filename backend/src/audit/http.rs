@@ -110,7 +110,7 @@ fn empty_to_none(v: &Option<String>) -> Option<&str> {
 }
 
 /// RFC 3339 or a date; a date as an upper bound means the end of that day.
-fn parse_time(text: &str, end_of_day: bool) -> Result<Millis, WebError> {
+pub(crate) fn parse_time(text: &str, end_of_day: bool) -> Result<Millis, WebError> {
     use time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
         return Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis);

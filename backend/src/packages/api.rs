@@ -1,17 +1,27 @@
-//! `GET /api/v1/hosts/{id}/packages` (one host's inventory) and
+//! `GET /api/v1/hosts/{id}/packages` (one host's inventory),
 //! `GET /api/v1/packages?name=...` (the fleet's installed packages of a
-//! name), both under `packages:read` in the host's group.
+//! name), `GET /api/v1/packages/summary` (every host's and every host
+//! group's update counts) and the fleet page `/packages` ("Updates": the
+//! counts per group, the hosts needing security updates, the package
+//! search, without JavaScript), all under `packages:read` in the host's
+//! group.
 
+use askama::Template;
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::store;
+use super::{FleetHost, GroupSummary, store};
 use crate::access::{Caller, Permission};
-use crate::hosts::api::{list_groups, visible_host};
+use crate::db::Millis;
+use crate::hosts::api::{filter_groups, list_groups, visible_host};
 use crate::state::AppState;
-use crate::web::{Access, Routes, WebError, format};
+use crate::web::format::MISSING;
+use crate::web::layout::Layout;
+use crate::web::{Access, Routes, WebError, format, html};
 
 /// The most a fleet search returns.
 const MAX_FOUND: u32 = 1000;
@@ -27,6 +37,16 @@ pub fn routes() -> Routes {
             "/api/v1/packages",
             Access::Permission(Permission::PackagesRead),
             find_packages,
+        )
+        .get(
+            "/api/v1/packages/summary",
+            Access::Permission(Permission::PackagesRead),
+            packages_summary,
+        )
+        .get(
+            "/packages",
+            Access::Permission(Permission::PackagesRead),
+            updates_page,
         )
 }
 
@@ -186,30 +206,7 @@ async fn find_packages(
     State(state): State<AppState>,
     Query(query): Query<FindQuery>,
 ) -> Result<Json<Vec<FoundJson>>, WebError> {
-    let limit = query.limit.unwrap_or(MAX_FOUND);
-    if !(1..=MAX_FOUND).contains(&limit) {
-        return Err(WebError::BadRequest(format!(
-            "limit must be 1 to {MAX_FOUND}"
-        )));
-    }
-    if query.name.is_empty() || query.name.len() > 256 {
-        return Err(WebError::BadRequest(
-            "name must be a package name (1 to 256 bytes)".into(),
-        ));
-    }
-    let groups = list_groups(&caller, Permission::PackagesRead);
-    let found = state
-        .db
-        .read("find packages", move |tx| {
-            store::find(
-                tx,
-                &query.name,
-                query.older_than.as_deref(),
-                groups.as_deref(),
-                limit,
-            )
-        })
-        .await?;
+    let found = find(&state, &caller, query).await?;
     Ok(Json(
         found
             .into_iter()
@@ -223,12 +220,373 @@ async fn find_packages(
     ))
 }
 
+/// The search of `GET /api/v1/packages` and of the fleet page, on the
+/// hosts the caller may see packages of.
+async fn find(
+    state: &AppState,
+    caller: &Caller,
+    query: FindQuery,
+) -> Result<Vec<store::Found>, WebError> {
+    let limit = query.limit.unwrap_or(MAX_FOUND);
+    if !(1..=MAX_FOUND).contains(&limit) {
+        return Err(WebError::BadRequest(format!(
+            "limit must be 1 to {MAX_FOUND}"
+        )));
+    }
+    if query.name.is_empty() || query.name.len() > 256 {
+        return Err(WebError::BadRequest(
+            "name must be a package name (1 to 256 bytes)".into(),
+        ));
+    }
+    let groups = list_groups(caller, Permission::PackagesRead);
+    Ok(state
+        .db
+        .read("find packages", move |tx| {
+            store::find(
+                tx,
+                &query.name,
+                query.older_than.as_deref(),
+                groups.as_deref(),
+                limit,
+            )
+        })
+        .await?)
+}
+
+/// The query of `GET /api/v1/packages/summary` (and of the fleet page).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryQuery {
+    /// `security`: only hosts with pending security updates in `hosts`
+    /// (the groups' counts are unchanged).
+    pub needs: Option<String>,
+    /// Only the hosts of this host group (an id).
+    pub group: Option<String>,
+}
+
+/// One host's update counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostSummaryJson {
+    pub host_id: String,
+    pub hostname: String,
+    pub host_group_id: Option<String>,
+    /// The group's name.
+    pub host_group: Option<String>,
+    /// Null: the host has not reported an inventory yet (its updates are
+    /// unknown, not zero).
+    pub inventory: Option<InventorySummaryJson>,
+}
+
+/// What a host's inventory says about its updates.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InventorySummaryJson {
+    /// `dpkg` or `rpm`.
+    pub manager: String,
+    /// Updates the next upgrade installs (status `pending`).
+    pub pending_updates: u64,
+    /// Pending updates that are security updates.
+    pub pending_security_updates: u64,
+    pub held_updates: u64,
+    pub kept_back_updates: u64,
+    pub deferred_updates: u64,
+    pub reboot_required: bool,
+    /// When the agent read the package databases (RFC 3339).
+    pub collected_at: Option<String>,
+    /// When the package indexes were last refreshed, if known.
+    pub lists_updated_at: Option<String>,
+    /// The indexes are older than `stale_after_days`: the counts miss
+    /// newer updates (false when their age is unknown).
+    pub stale_indexes: bool,
+}
+
+/// One host group's counts (`host_group_id` null: hosts in no group).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupSummaryJson {
+    pub host_group_id: Option<String>,
+    pub host_group: Option<String>,
+    pub hosts: u64,
+    pub hosts_without_inventory: u64,
+    pub hosts_needing_security_updates: u64,
+    /// Pending security updates over the group's hosts.
+    pub pending_security_updates: u64,
+    pub hosts_needing_reboot: u64,
+    pub hosts_with_stale_indexes: u64,
+}
+
+impl From<GroupSummary> for GroupSummaryJson {
+    fn from(g: GroupSummary) -> Self {
+        GroupSummaryJson {
+            host_group_id: g.host_group_id,
+            host_group: g.host_group,
+            hosts: g.hosts,
+            hosts_without_inventory: g.hosts_without_inventory,
+            hosts_needing_security_updates: g.hosts_needing_security_updates,
+            pending_security_updates: g.pending_security_updates,
+            hosts_needing_reboot: g.hosts_needing_reboot,
+            hosts_with_stale_indexes: g.hosts_with_stale_indexes,
+        }
+    }
+}
+
+/// The fleet's updates.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SummaryJson {
+    /// Indexes refreshed longer ago than this many days are stale.
+    pub stale_after_days: u64,
+    /// Per host group, by name (hosts in no group last).
+    pub groups: Vec<GroupSummaryJson>,
+    /// Most pending security updates first, then most pending updates;
+    /// hosts without an inventory after those with one.
+    pub hosts: Vec<HostSummaryJson>,
+}
+
+/// The fleet view for a caller: every host it may see packages of (of the
+/// group asked for), sorted security first, and the counts per group.
+struct Summary {
+    groups: Vec<GroupSummary>,
+    hosts: Vec<FleetHost>,
+}
+
+async fn summary(
+    state: &AppState,
+    caller: &Caller,
+    query: &SummaryQuery,
+    now: Millis,
+) -> Result<Summary, WebError> {
+    let only_security = match query.needs.as_deref().filter(|n| !n.is_empty()) {
+        None => false,
+        Some("security") => true,
+        Some(other) => {
+            return Err(WebError::BadRequest(format!(
+                "needs must be \"security\", not {:?}",
+                other.chars().take(64).collect::<String>()
+            )));
+        }
+    };
+    let groups = filter_groups(caller, Permission::PackagesRead, query.group.as_deref());
+    let mut hosts = state
+        .db
+        .read("fleet updates", move |tx| {
+            store::fleet(tx, groups.as_deref())
+        })
+        .await?;
+    let groups = super::group_summaries(&hosts, now);
+    if only_security {
+        hosts.retain(|h| h.pending_security() > 0);
+    }
+    super::sort_security_first(&mut hosts);
+    Ok(Summary { groups, hosts })
+}
+
+fn host_summary_json(h: FleetHost, now: Millis) -> HostSummaryJson {
+    HostSummaryJson {
+        inventory: h.counts.map(|c| InventorySummaryJson {
+            manager: c.manager.as_str().to_owned(),
+            pending_updates: c.pending,
+            pending_security_updates: c.pending_security,
+            held_updates: c.held,
+            kept_back_updates: c.kept_back,
+            deferred_updates: c.deferred,
+            reboot_required: c.reboot_required,
+            collected_at: format::rfc3339(c.collected_at),
+            lists_updated_at: c.lists_updated_at.and_then(format::rfc3339),
+            stale_indexes: c.stale_indexes(now),
+        }),
+        host_id: h.host_id,
+        hostname: h.hostname,
+        host_group_id: h.host_group_id,
+        host_group: h.host_group,
+    }
+}
+
+const DAY: Millis = 24 * 60 * 60 * 1000;
+
+/// Every host's pending, security, held, kept-back and deferred updates,
+/// reboot status and index age, and the counts per host group: the hosts
+/// the caller may see packages of.
+#[utoipa::path(get, path = "/api/v1/packages/summary", tag = "packages",
+    params(SummaryQuery),
+    responses((status = 200, description = "the fleet's updates, most pending security updates first", body = SummaryJson),
+              (status = 400, description = "an unknown `needs`"),
+              (status = 401, description = "no valid session or API token")),
+    security(("bearer" = []), ("session" = [])))]
+async fn packages_summary(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<SummaryQuery>,
+) -> Result<Json<SummaryJson>, WebError> {
+    let now = crate::now_millis();
+    let Summary { groups, hosts } = summary(&state, &caller, &query, now).await?;
+    Ok(Json(SummaryJson {
+        stale_after_days: u64::try_from(super::STALE_INDEXES_AFTER / DAY).unwrap_or_default(),
+        groups: groups.into_iter().map(GroupSummaryJson::from).collect(),
+        hosts: hosts
+            .into_iter()
+            .map(|h| host_summary_json(h, now))
+            .collect(),
+    }))
+}
+
 /// The handlers' OpenAPI paths, for [`crate::web::openapi`].
 pub(crate) fn openapi_paths() -> utoipa::openapi::OpenApi {
     #[derive(utoipa::OpenApi)]
-    #[openapi(paths(host_packages, find_packages))]
+    #[openapi(paths(host_packages, find_packages, packages_summary))]
     struct Paths;
     <Paths as utoipa::OpenApi>::openapi()
+}
+
+// ---------------------------------------------------------------------------
+// The fleet page
+
+/// The query of `/packages`: a host group (an id) and the package search.
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    group: Option<String>,
+    /// The package search: a name (empty: no search) and "older than".
+    name: Option<String>,
+    older_than: Option<String>,
+}
+
+/// A host group's row.
+struct GroupRow {
+    /// `None` for hosts in no group.
+    id: Option<String>,
+    name: String,
+    counts: GroupSummary,
+}
+
+/// A host needing security updates.
+struct HostRow {
+    id: String,
+    hostname: String,
+    group: String,
+    manager: &'static str,
+    pending_security: u64,
+    pending: u64,
+    held: u64,
+    kept_back: u64,
+    deferred: u64,
+    reboot_required: bool,
+    lists_updated: String,
+    stale: bool,
+}
+
+/// A host running the package searched for.
+struct FoundRow {
+    host_id: String,
+    hostname: String,
+    manager: &'static str,
+    arch: String,
+    version: String,
+    held: bool,
+}
+
+#[derive(Template)]
+#[template(path = "packages/templates/updates.html")]
+struct UpdatesPage {
+    layout: Layout,
+    hosts_total: u64,
+    hosts_needing_security: u64,
+    group_filtered: bool,
+    /// Some host's indexes are stale.
+    any_stale: bool,
+    stale_after_days: i64,
+    groups: Vec<GroupRow>,
+    hosts: Vec<HostRow>,
+    name: String,
+    older_than: String,
+    /// `None`: no search asked for.
+    found: Option<Vec<FoundRow>>,
+}
+
+fn group_row(g: GroupSummary) -> GroupRow {
+    GroupRow {
+        id: g.host_group_id.clone(),
+        name: g
+            .host_group
+            .clone()
+            .unwrap_or_else(|| "(no group)".to_owned()),
+        counts: g,
+    }
+}
+
+fn host_row(h: FleetHost, now: Millis) -> Option<HostRow> {
+    let c = h.counts?;
+    Some(HostRow {
+        group: h.host_group.unwrap_or_else(|| MISSING.to_owned()),
+        manager: c.manager.as_str(),
+        pending_security: c.pending_security,
+        pending: c.pending,
+        held: c.held,
+        kept_back: c.kept_back,
+        deferred: c.deferred,
+        reboot_required: c.reboot_required,
+        lists_updated: c
+            .lists_updated_at
+            .map_or_else(|| "unknown".to_owned(), |at| format::age(at, now)),
+        stale: c.stale_indexes(now),
+        id: h.host_id,
+        hostname: h.hostname,
+    })
+}
+
+fn found_row(f: store::Found) -> FoundRow {
+    FoundRow {
+        host_id: f.host_id,
+        hostname: f.hostname,
+        manager: f.manager.as_str(),
+        arch: f.package.arch,
+        version: f.package.version,
+        held: f.package.held,
+    }
+}
+
+/// The fleet page: counts per host group, the hosts needing security
+/// updates, and the package search (a GET form).
+async fn updates_page(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, WebError> {
+    let now = crate::now_millis();
+    let summary_query = SummaryQuery {
+        needs: None,
+        group: query.group,
+    };
+    let Summary { groups, hosts } = summary(&state, &caller, &summary_query, now).await?;
+    let name = query.name.unwrap_or_default().trim().to_owned();
+    let older_than = query.older_than.unwrap_or_default().trim().to_owned();
+    let found = if name.is_empty() {
+        None
+    } else {
+        let search = FindQuery {
+            name: name.clone(),
+            older_than: Some(older_than.clone()).filter(|o| !o.is_empty()),
+            limit: None,
+        };
+        Some(find(&state, &caller, search).await?)
+    };
+    let page = UpdatesPage {
+        layout: Layout::for_caller(&caller),
+        hosts_total: groups.iter().map(|g| g.hosts).sum(),
+        hosts_needing_security: groups
+            .iter()
+            .map(|g| g.hosts_needing_security_updates)
+            .sum(),
+        group_filtered: summary_query.group.is_some_and(|g| !g.is_empty()),
+        any_stale: groups.iter().any(|g| g.hosts_with_stale_indexes > 0),
+        stale_after_days: super::STALE_INDEXES_AFTER / DAY,
+        groups: groups.into_iter().map(group_row).collect(),
+        hosts: hosts
+            .into_iter()
+            .filter(|h| h.pending_security() > 0)
+            .filter_map(|h| host_row(h, now))
+            .collect(),
+        name,
+        older_than,
+        found: found.map(|f| f.into_iter().map(found_row).collect()),
+    };
+    Ok(html(StatusCode::OK, page.render()?))
 }
 
 #[cfg(test)]
@@ -405,5 +763,141 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_fleet_summary_and_page_show_only_the_callers_groups() {
+        const LATE: &str = "9c4f5d85-7cab-4f6d-8d88-3f4a5b6c7d8e";
+        let state = testing::state();
+        testing::enroll(&state, WEB, "web-1", T0).await;
+        testing::enroll(&state, DB, "db-1", T0).await;
+        testing::enroll(&state, LATE, "late-1", T0).await;
+        let web_group = testing::create_group(&state, "web").await;
+        let db_group = testing::create_group(&state, "db").await;
+        testing::put_in_group(&state, WEB, &web_group).await;
+        testing::put_in_group(&state, LATE, &web_group).await;
+        testing::put_in_group(&state, DB, &db_group).await;
+        let now = crate::now_millis();
+        // web-1: one security and one other update, fresh indexes, needs a
+        // reboot; db-1: the same from indexes a month old; late-1 never
+        // reported.
+        for (host, lists_age, reboot) in
+            [(WEB, 60_000, true), (DB, 30 * 24 * 60 * 60 * 1000, false)]
+        {
+            let change = Change::Whole(inventory("3.0.11-1~deb12u1"));
+            let report = Report {
+                collected_at: now,
+                lists_updated_at: Some(now - lists_age),
+                reboot: Reboot {
+                    required: reboot,
+                    reasons: Vec::new(),
+                },
+            };
+            state
+                .db
+                .write("t", move |tx| {
+                    super::store::store(tx, host, 1, &change, &report)
+                })
+                .await
+                .expect("inventory");
+        }
+        let app = testing::app(&state);
+        let admin = testing::create_user(&state, "ada", "pw", "admin").await;
+        let admin = testing::session(&state, &admin).await;
+        let web_viewer =
+            testing::create_scoped_user(&state, "vic", "pw", "viewer", Some(&web_group)).await;
+        let web_viewer = testing::session(&state, &web_viewer).await;
+
+        let (status, body) = get(&app, &admin, "/api/v1/packages/summary").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["stale_after_days"], 7);
+        let names = |body: &Value, list: &str, key: &str| -> Vec<String> {
+            body[list]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|i| i[key].as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(names(&body, "groups", "host_group"), ["db", "web"]);
+        assert_eq!(
+            names(&body, "hosts", "hostname"),
+            ["db-1", "web-1", "late-1"],
+            "most security updates first (a tie by hostname), no inventory last"
+        );
+        let db = &body["hosts"][0]["inventory"];
+        assert_eq!(db["pending_updates"], 2);
+        assert_eq!(db["pending_security_updates"], 1);
+        assert_eq!(db["stale_indexes"], true);
+        assert_eq!(body["hosts"][1]["inventory"]["stale_indexes"], false);
+        assert_eq!(body["hosts"][1]["inventory"]["reboot_required"], true);
+        assert_eq!(body["hosts"][2]["inventory"], Value::Null);
+        let web = &body["groups"][1];
+        assert_eq!(web["hosts"], 2);
+        assert_eq!(web["hosts_without_inventory"], 1);
+        assert_eq!(web["hosts_needing_security_updates"], 1);
+        assert_eq!(web["pending_security_updates"], 1);
+        assert_eq!(web["hosts_needing_reboot"], 1);
+
+        // The scoped viewer: only the web group, whatever it asks for.
+        let (status, body) = get(&app, &web_viewer, "/api/v1/packages/summary").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(names(&body, "groups", "host_group"), ["web"]);
+        assert_eq!(names(&body, "hosts", "hostname"), ["web-1", "late-1"]);
+        let (_, body) = get(
+            &app,
+            &web_viewer,
+            &format!("/api/v1/packages/summary?group={db_group}"),
+        )
+        .await;
+        assert_eq!(names(&body, "hosts", "hostname"), Vec::<String>::new());
+        let (_, body) = get(&app, &web_viewer, "/api/v1/packages/summary?needs=security").await;
+        assert_eq!(names(&body, "hosts", "hostname"), ["web-1"]);
+        assert_eq!(
+            body["groups"][0]["hosts"], 2,
+            "the groups' counts are whole"
+        );
+        let (status, _) = get(&app, &admin, "/api/v1/packages/summary?needs=magic").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        // The page, without JavaScript: counts per group, the hosts needing
+        // security updates, and the search.
+        let page = |cookie: &str, uri: &str| {
+            let request = Request::get(uri)
+                .header(header::HOST, HOST)
+                .header(header::COOKIE, format!("{SESSION_COOKIE}={cookie}"))
+                .body(Body::empty())
+                .expect("request");
+            let app = app.clone();
+            async move { testing::send(&app, request).await }
+        };
+        let reply = page(&admin, "/packages?name=openssl&older_than=3.0.12").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert!(reply.body.contains("<title>Updates"), "{}", reply.body);
+        assert!(reply.body.contains("2 of 3 hosts need security updates"));
+        assert!(
+            reply
+                .body
+                .contains(&format!("<a href=\"/hosts/{DB}\">db-1</a>"))
+        );
+        assert!(reply.body.contains("Stale"));
+        assert!(reply.body.contains("Reboot required"));
+        let groups = &reply.body[reply.body.find("id=\"groups\"").expect("groups")..];
+        assert!(groups.contains(&format!("href=\"/packages?group={web_group}\">web</a>")));
+        let found = &reply.body[reply.body.find("id=\"found\"").expect("found")..];
+        assert!(found.contains("Hosts running openssl older than 3.0.12 (2)"));
+        assert!(found.contains("3.0.11-1~deb12u1"));
+
+        let reply = page(&web_viewer, "/packages?name=openssl").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.body.contains("1 of 2 hosts need security updates"));
+        assert!(reply.body.contains("web-1") && !reply.body.contains("db-1"));
+        assert!(
+            reply.body.contains("href=\"/packages\">Updates</a>"),
+            "in the navigation"
+        );
     }
 }

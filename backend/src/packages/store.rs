@@ -1,13 +1,14 @@
 //! Package inventory queries: storing a whole inventory, applying a change,
-//! reading a host's inventory, searching the fleet's packages.
+//! reading a host's inventory, searching the fleet's packages, the fleet's
+//! update counts.
 
 use std::cmp::Ordering;
 
 use palisade_packages::inventory::{Delta, Installed, Inventory, Manager, Status, Update};
 
-use super::{Applied, Change, HostInventory, Reboot, Report};
+use super::{Applied, Change, FleetHost, HostInventory, Reboot, Report, UpdateCounts};
 use crate::db::value::{json, to_json};
-use crate::db::{DbError, Millis, Result, Tx};
+use crate::db::{DbError, Millis, Param, Result, Row, Tx};
 use crate::params;
 
 /// Stores an inventory record of host `host_id` (record `seq`): a whole
@@ -349,4 +350,72 @@ pub fn find(
         })
         .take(usize::try_from(limit).unwrap_or(usize::MAX))
         .collect())
+}
+
+/// Every host that is not revoked (only those of `groups` when given), with
+/// its update counts when it reported an inventory, in hostname order: one
+/// query, the updates counted per host by the database.
+pub fn fleet(tx: &mut Tx<'_>, groups: Option<&[String]>) -> Result<Vec<FleetHost>> {
+    let mut values: Vec<Param<'_>> = Vec::new();
+    let scope = match groups {
+        Some(groups) => format!(
+            " AND {}",
+            crate::hosts::store::group_condition(groups, &mut values)
+        ),
+        None => String::new(),
+    };
+    tx.query(
+        &format!(
+            "SELECT hosts.id, hosts.hostname, hosts.host_group_id, g.name,
+                    i.manager, i.collected_at, i.lists_updated_at, i.reboot_required,
+                    u.pending, u.pending_security, u.held, u.kept_back, u.deferred
+             FROM hosts
+             LEFT JOIN host_groups g ON g.id = hosts.host_group_id
+             LEFT JOIN host_inventories i ON i.host_id = hosts.id
+             LEFT JOIN (
+                 SELECT host_id,
+                        SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS pending,
+                        SUM(CASE WHEN status = 'pending' AND security THEN 1 ELSE 0 END) AS pending_security,
+                        SUM(CASE WHEN status = 'held' THEN 1 ELSE 0 END) AS held,
+                        SUM(CASE WHEN status = 'kept_back' THEN 1 ELSE 0 END) AS kept_back,
+                        SUM(CASE WHEN status = 'deferred' THEN 1 ELSE 0 END) AS deferred
+                 FROM host_updates GROUP BY host_id
+             ) u ON u.host_id = hosts.id
+             WHERE hosts.revoked_at IS NULL{scope}
+             ORDER BY hosts.hostname, hosts.id"
+        ),
+        &values,
+        fleet_host,
+    )
+}
+
+fn fleet_host(row: &Row<'_>) -> Result<FleetHost> {
+    let host_id: String = row.get(0)?;
+    let manager: Option<String> = row.get(4)?;
+    let counts = match manager {
+        None => None,
+        Some(name) => {
+            let count = |i| row.get::<Option<u64>>(i).map(Option::unwrap_or_default);
+            Some(UpdateCounts {
+                manager: Manager::from_name(&name).ok_or_else(|| {
+                    DbError::Corrupt(format!("host {host_id}: package manager {name:?}"))
+                })?,
+                collected_at: row.get(5)?,
+                lists_updated_at: row.get(6)?,
+                reboot_required: row.get(7)?,
+                pending: count(8)?,
+                pending_security: count(9)?,
+                held: count(10)?,
+                kept_back: count(11)?,
+                deferred: count(12)?,
+            })
+        }
+    };
+    Ok(FleetHost {
+        host_id,
+        hostname: row.get(1)?,
+        host_group_id: row.get(2)?,
+        host_group: row.get(3)?,
+        counts,
+    })
 }

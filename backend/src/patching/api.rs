@@ -292,6 +292,9 @@ pub struct ListQuery {
     state: Option<String>,
     /// At most this many (1 to 500, default 100).
     limit: Option<u32>,
+    /// Only runs requested at or after this time (RFC 3339 or a date),
+    /// e.g. the last 90 days.
+    since: Option<String>,
 }
 
 async fn list(
@@ -317,10 +320,21 @@ async fn list(
             .unwrap_or(DEFAULT_LIST_LIMIT)
             .clamp(1, MAX_LIST_LIMIT),
     };
+    let since = match query
+        .since
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(text) => Some(crate::audit::http::parse_time(text, false)?),
+        None => None,
+    };
     let now = crate::now_millis();
     Ok(state
         .db
-        .read("list patch runs", move |tx| store::list(tx, &filter, now))
+        .read("list patch runs", move |tx| {
+            store::list_requested_since(tx, &filter, since, now)
+        })
         .await?)
 }
 

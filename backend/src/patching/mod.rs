@@ -5,7 +5,8 @@
 //!   [`Approval`]), request parsing and the flow (create, approve, cancel,
 //!   start what was approved);
 //! - [`store`]: the queries, including what a command result does to its run;
-//! - [`api`]: `/api/v1/patch-runs` (JSON) and the `/patch-runs` pages.
+//! - [`api`]: `/api/v1/patch-runs` (JSON) and the `/patch-runs` pages;
+//! - [`refresh`]: asking connected hosts to refresh stale package indexes.
 //!
 //! The flow: creating a run issues a dry-run `upgrade_packages` command
 //! (`planning`). Its result, applied in the transaction that stores it,
@@ -40,6 +41,7 @@ use crate::state::AppState;
 use crate::web::WebError;
 
 pub mod api;
+pub mod refresh;
 pub mod store;
 
 /// Where a run stands. Stored as the lowercase name (except

@@ -127,8 +127,24 @@ pub struct RunFilter {
 
 /// Runs matching `filter` at `now`, newest first.
 pub fn list(tx: &mut Tx<'_>, filter: &RunFilter, now: Millis) -> Result<Vec<PatchRun>> {
+    list_requested_since(tx, filter, None, now)
+}
+
+/// Runs matching `filter` requested at or after `since` (every run without
+/// it), as they stand at `now`, newest first: the patch history of a time
+/// window, e.g. the last 90 days.
+pub fn list_requested_since(
+    tx: &mut Tx<'_>,
+    filter: &RunFilter,
+    since: Option<Millis>,
+    now: Millis,
+) -> Result<Vec<PatchRun>> {
     let mut values: Vec<Param<'_>> = vec![now.into()];
     let mut conditions = Vec::new();
+    if let Some(since) = since {
+        values.push(since.into());
+        conditions.push(format!("r.requested_at >= ${}", values.len()));
+    }
     if let Some(host) = &filter.host_id {
         values.push(host.as_str().into());
         conditions.push(format!("r.host_id = ${}", values.len()));

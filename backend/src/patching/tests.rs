@@ -627,3 +627,21 @@ async fn refusals_say_why_and_nothing_is_issued() {
             .contains("/patch\"")
     );
 }
+
+#[tokio::test]
+async fn connected_hosts_with_stale_indexes_are_asked_to_refresh_them_once() {
+    let mut f = Fixture::new().await;
+    // The fixture's host reported an inventory whose indexes were never
+    // refreshed; its agent is connected.
+    let now = T0 + 60_000;
+    let asked = super::refresh::sweep(&f.state, now).await.expect("sweep");
+    assert_eq!(asked, [AGENT]);
+    let command = f.received();
+    assert_eq!(command.action, CommandAction::RefreshInventory);
+    // Asked once per interval, whatever the answer.
+    let again = super::refresh::sweep(&f.state, now + 60_000)
+        .await
+        .expect("sweep");
+    assert!(again.is_empty(), "{again:?}");
+    assert!(f.queue.try_recv().is_err(), "nothing more was sent");
+}

@@ -155,6 +155,11 @@ impl Registry {
         }
     }
 
+    /// The agents connected now.
+    pub fn agent_ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// The live connection of `agent_id`, if any.
     pub fn get(&self, agent_id: &str) -> Option<Connection> {
         self.lock().get(agent_id).cloned()

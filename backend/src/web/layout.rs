@@ -15,6 +15,7 @@ pub struct NavLink {
 /// The navigation: each page whose permission the caller holds somewhere.
 const NAV: &[(&str, &str, Permission)] = &[
     ("/hosts", "Hosts", Permission::HostsRead),
+    ("/packages", "Updates", Permission::PackagesRead),
     ("/patch-runs", "Patch runs", Permission::PatchRunsRead),
     ("/host-groups", "Host groups", Permission::HostGroupsRead),
     (

@@ -61,6 +61,7 @@ async fn each_role_is_offered_only_the_actions_it_may_take() {
         admin.nav().await,
         [
             "Hosts",
+            "Updates",
             "Patch runs",
             "Host groups",
             "Enrollment",
@@ -150,7 +151,7 @@ async fn each_role_is_offered_only_the_actions_it_may_take() {
         (
             "vera",
             &viewer_password,
-            &["Hosts", "Patch runs", "Host groups"][..],
+            &["Hosts", "Updates", "Patch runs", "Host groups"][..],
             &[
                 "/enrollment-tokens",
                 "/users",
@@ -165,6 +166,7 @@ async fn each_role_is_offered_only_the_actions_it_may_take() {
             &auditor_password,
             &[
                 "Hosts",
+                "Updates",
                 "Patch runs",
                 "Host groups",
                 "Enrollment",

@@ -1,19 +1,23 @@
 //! Package inventories: whole inventories, changes against a digest, the
-//! fleet search.
+//! fleet search, the fleet's update counts.
 
-use palisade_backend::packages::{Applied, Change, Reboot, Report, store};
+use palisade_backend::packages::{
+    Applied, Change, FleetHost, GroupSummary, Reboot, Report, STALE_INDEXES_AFTER, UpdateCounts,
+    group_summaries, sort_security_first, store,
+};
 use palisade_packages::inventory::{Installed, Inventory, Manager, Status, Update};
 
 use palisade_proto::msg::RecordBody;
 use palisade_proto::pb;
 
-use crate::{Ctx, T0, conformance, rec};
+use crate::{Ctx, T0, WEB_GROUP, conformance, rec};
 
 conformance!(
     a_whole_inventory_then_changes_make_what_the_agent_holds,
     a_change_against_another_inventory_is_refused_and_asks_for_the_whole,
     the_fleet_search_compares_versions_as_each_package_manager_does,
     package_records_from_the_uplink_are_applied_once_in_order,
+    the_fleet_counts_updates_per_host_and_per_group_within_the_groups_asked_for,
 );
 
 fn installed(name: &str, version: &str) -> Installed {
@@ -412,4 +416,169 @@ async fn package_records_from_the_uplink_are_applied_once_in_order(ctx: Ctx) {
     assert_eq!(up_to, 5);
     assert_eq!(held(&ctx, "h1").await.unwrap().inventory, c);
     assert_eq!(digest_held(&ctx, "h1").await, None);
+}
+
+const DB_GROUP: &str = "000000000000000000000000000000db";
+
+async fn fleet(ctx: &Ctx, groups: Option<Vec<String>>) -> Vec<FleetHost> {
+    ctx.db
+        .read("t", move |tx| store::fleet(tx, groups.as_deref()))
+        .await
+        .unwrap()
+}
+
+async fn the_fleet_counts_updates_per_host_and_per_group_within_the_groups_asked_for(ctx: Ctx) {
+    let ctx = ctx.with_host("h1").await;
+    for host in ["h2", "h3", "h4", "h5"] {
+        ctx.add_host(host).await;
+    }
+    ctx.raw(&format!(
+        "INSERT INTO host_groups (id, name, description, created_at) VALUES ('{DB_GROUP}', 'db', '', {T0});
+         UPDATE hosts SET host_group_id = '{DB_GROUP}' WHERE id = 'h3';
+         UPDATE hosts SET host_group_id = NULL WHERE id = 'h4';"
+    ));
+    let with_status = |name: &str, security: bool, status: Status| Update {
+        status,
+        ..update(name, "1", "2", security)
+    };
+    // h1 (web): two pending security updates, one other pending, and a
+    // security update in each state that the next upgrade does not install.
+    let h1 = inventory(
+        Manager::Dpkg,
+        &[("openssl", "1")],
+        vec![
+            update("openssl", "1", "2", true),
+            update("libssl3", "1", "2", true),
+            update("bash", "1", "2", false),
+            with_status("nginx", true, Status::Held),
+            with_status("linux-image-amd64", true, Status::KeptBack),
+            with_status("systemd", false, Status::Deferred),
+            with_status("curl", true, Status::Excluded),
+        ],
+    );
+    put(&ctx, "h1", 1, Change::Whole(h1), report(T0, true)).await;
+    // h2 (web) never reported. h3 (db): one security update read from
+    // indexes refreshed eight days ago.
+    let h3 = inventory(
+        Manager::Rpm,
+        &[("openssl", "1:3.0.7-25.el9")],
+        vec![update("openssl", "1", "2", true)],
+    );
+    let mut stale = report(T0, false);
+    stale.lists_updated_at = Some(T0 - STALE_INDEXES_AFTER - 1);
+    put(&ctx, "h3", 1, Change::Whole(h3), stale).await;
+    // h4 (no group): nothing to update, index age unknown.
+    let mut unknown_age = report(T0, false);
+    unknown_age.lists_updated_at = None;
+    put(
+        &ctx,
+        "h4",
+        1,
+        Change::Whole(inventory(Manager::Dpkg, &[("bash", "5")], Vec::new())),
+        unknown_age,
+    )
+    .await;
+    // h5 (web) is revoked: no longer part of the fleet.
+    let h5 = inventory(
+        Manager::Dpkg,
+        &[("openssl", "1")],
+        vec![update("openssl", "1", "2", true)],
+    );
+    put(&ctx, "h5", 1, Change::Whole(h5), report(T0, false)).await;
+    ctx.db
+        .write("t", |tx| {
+            palisade_backend::hosts::store::revoke(tx, "h5", T0)
+        })
+        .await
+        .unwrap();
+
+    let mut hosts = fleet(&ctx, None).await;
+    assert_eq!(
+        hosts.iter().map(|h| h.host_id.as_str()).collect::<Vec<_>>(),
+        ["h1", "h2", "h3", "h4"],
+        "hostname order, the revoked host left out"
+    );
+    assert_eq!(
+        hosts[0].counts,
+        Some(UpdateCounts {
+            manager: Manager::Dpkg,
+            collected_at: T0,
+            lists_updated_at: Some(T0 - 60_000),
+            reboot_required: true,
+            pending: 3,
+            pending_security: 2,
+            held: 1,
+            kept_back: 1,
+            deferred: 1,
+        })
+    );
+    assert_eq!(
+        (
+            hosts[0].host_group_id.as_deref(),
+            hosts[0].host_group.as_deref()
+        ),
+        (Some(WEB_GROUP), Some("web"))
+    );
+    assert_eq!(hosts[1].counts, None, "no inventory is not zero updates");
+    let h3 = hosts[2].counts.clone().unwrap();
+    assert_eq!(
+        (h3.manager, h3.pending, h3.pending_security),
+        (Manager::Rpm, 1, 1)
+    );
+    assert!(h3.stale_indexes(T0));
+    assert!(!hosts[0].counts.as_ref().unwrap().stale_indexes(T0));
+    let h4 = hosts[3].counts.clone().unwrap();
+    assert_eq!((h4.pending, h4.pending_security, h4.held), (0, 0, 0));
+    assert!(!h4.stale_indexes(T0), "an unknown age is not flagged");
+    assert_eq!(hosts[3].host_group_id, None);
+
+    sort_security_first(&mut hosts);
+    assert_eq!(
+        hosts.iter().map(|h| h.host_id.as_str()).collect::<Vec<_>>(),
+        ["h1", "h3", "h4", "h2"],
+        "most pending security updates first, no inventory last"
+    );
+
+    let groups = group_summaries(&hosts, T0);
+    assert_eq!(
+        groups,
+        [
+            GroupSummary {
+                host_group_id: Some(DB_GROUP.into()),
+                host_group: Some("db".into()),
+                hosts: 1,
+                hosts_without_inventory: 0,
+                hosts_needing_security_updates: 1,
+                pending_security_updates: 1,
+                hosts_needing_reboot: 0,
+                hosts_with_stale_indexes: 1,
+            },
+            GroupSummary {
+                host_group_id: Some(WEB_GROUP.into()),
+                host_group: Some("web".into()),
+                hosts: 2,
+                hosts_without_inventory: 1,
+                hosts_needing_security_updates: 1,
+                pending_security_updates: 2,
+                hosts_needing_reboot: 1,
+                hosts_with_stale_indexes: 0,
+            },
+            GroupSummary {
+                host_group_id: None,
+                host_group: None,
+                hosts: 1,
+                ..GroupSummary::default()
+            },
+        ]
+    );
+
+    // Scoped to groups: only their hosts; no group at all: nothing.
+    let web = fleet(&ctx, Some(vec![WEB_GROUP.into()])).await;
+    assert_eq!(
+        web.iter().map(|h| h.host_id.as_str()).collect::<Vec<_>>(),
+        ["h1", "h2"]
+    );
+    let both = fleet(&ctx, Some(vec![WEB_GROUP.into(), DB_GROUP.into()])).await;
+    assert_eq!(both.len(), 3);
+    assert!(fleet(&ctx, Some(Vec::new())).await.is_empty());
 }

@@ -21,6 +21,7 @@ conformance!(
     a_dry_run_result_becomes_the_plan_and_the_real_result_ends_the_run,
     a_failed_or_empty_dry_run_ends_the_run_and_a_cancelled_one_ignores_late_results,
     a_run_whose_command_expired_undelivered_reads_agent_offline,
+    hosts_with_stale_indexes_are_asked_once_per_interval,
 );
 
 fn command(id: &str, host: &str, at: Millis) -> NewCommand {
@@ -444,4 +445,65 @@ async fn a_run_whose_command_expired_undelivered_reads_agent_offline(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(run(&ctx, "r1", expiry + 1).await.state, RunState::Planning);
+}
+
+/// A host's inventory row with indexes refreshed at `lists` (`None`: never).
+fn inventory_sql(host: &str, lists: Option<Millis>) -> String {
+    let lists = lists.map_or_else(|| "NULL".to_owned(), |l| l.to_string());
+    format!(
+        "INSERT INTO host_inventories (host_id, manager, digest, seq, collected_at, \
+         lists_updated_at, reboot_required, reboot_reasons, needs_full) \
+         VALUES ('{host}', 'dpkg', X'00', 1, {T0}, {lists}, FALSE, '[]', FALSE)"
+    )
+}
+
+async fn hosts_with_stale_indexes_are_asked_once_per_interval(ctx: Ctx) {
+    use palisade_backend::patching::refresh::{REFRESH_AFTER, stale};
+    let hour = 3_600_000;
+    let now = T0 + 100 * hour;
+    let ctx = ctx.with_host("fresh").await;
+    for host in ["old", "never", "no-inventory", "asked"] {
+        ctx.add_host(host).await;
+    }
+    let mut sql = vec![
+        inventory_sql("fresh", Some(now - hour)),
+        inventory_sql("old", Some(now - 48 * hour)),
+        inventory_sql("never", None),
+        inventory_sql("asked", Some(now - 48 * hour)),
+    ];
+    if ctx.dialect() == palisade_backend::db::Dialect::Postgres {
+        sql = sql
+            .into_iter()
+            .map(|s| s.replace("X'00'", "'\\x00'::bytea"))
+            .collect();
+    }
+    for statement in &sql {
+        ctx.raw(statement);
+    }
+    let mut asked = command("r1", "asked", now - hour);
+    asked.kind = CommandKind::RefreshInventory;
+    asked.payload = serde_json::json!({ "type": "refresh_inventory" });
+    ctx.db
+        .write("t", move |tx| store::create(tx, &asked).map(|_| ()))
+        .await
+        .unwrap();
+    let hosts: Vec<String> = ["fresh", "old", "never", "no-inventory", "asked"]
+        .map(String::from)
+        .into();
+    let due = {
+        let hosts = hosts.clone();
+        ctx.db
+            .read("t", move |tx| stale(tx, &hosts, now))
+            .await
+            .unwrap()
+    };
+    assert_eq!(due, ["old", "never"]);
+    // A day after that refresh command, the host is due again.
+    let later = now + REFRESH_AFTER.as_millis() as i64;
+    let due = ctx
+        .db
+        .read("t", move |tx| stale(tx, &hosts, later))
+        .await
+        .unwrap();
+    assert_eq!(due, ["fresh", "old", "never", "asked"]);
 }

@@ -1,10 +1,12 @@
 //! RPM's package data: versions, the rpm database's headers, repository
-//! metadata (`repomd.xml`, `primary.xml`, `updateinfo.xml`), and what
-//! `dnf upgrade` would do with them.
+//! metadata (`repomd.xml`, `primary.xml`, `updateinfo.xml`), what `dnf
+//! upgrade` would do with them, and the rows read from `rpm -qa` and `dnf
+//! repoquery`.
 
 pub mod dnf;
 pub mod header;
 pub mod primary;
+pub mod query;
 pub mod updateinfo;
 pub mod upgrade;
 pub mod version;

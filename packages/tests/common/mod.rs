@@ -10,17 +10,7 @@ use std::path::{Path, PathBuf};
 
 use palisade_packages::deb::upgrade::{Plan, UpdateState};
 
-/// Whether `program` is an executable file on the `PATH`. Looked up rather
-/// than run: `dnf --version` would open the host's rpm database.
-pub fn on_path(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(program))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
-}
+pub use palisade_testkit::on_path;
 
 /// Whether all `tools` are installed; without one a test says so and
 /// passes, except under `CI=true`, where it fails.
