@@ -1,8 +1,12 @@
 //! The control process of the Palisade agent (`palisade-agent-control`).
 //!
 //! It runs the commands the backend signs: `ping`, `restart_service` (one
-//! systemd unit) and `refresh_inventory` (acknowledged only, for now; see
-//! [`exec`]). Package updates and remediation come later, the same way.
+//! systemd unit), `refresh_inventory` (the package indexes),
+//! `upgrade_packages` ([`upgrade`]: apt or dnf, a dry run or the real
+//! upgrade, output streamed while it runs) and `cancel` (stops a running
+//! command); see [`exec`]. The package manager acts on the system at the
+//! package root the agent was started with (`/` on a host; see
+//! [`palisade_agent_sys::package_root`]).
 //!
 //! What it deliberately does not do:
 //! - **nothing unsigned**: a command runs only if it carries the backend's
