@@ -24,8 +24,8 @@ use palisade_proto::msg::{CommandAction, FromChild, ToChild, TypedCommand};
 use palisade_proto::pb::{self, CommandStatus};
 use palisade_proto::upgrade::{Target, Upgrade};
 use palisade_testkit::apt::{
-    Deb, RepoEntry, add_shell, add_to_suite, build_deb, build_repository, dpkg, make_apt_root,
-    make_dpkg_root, suite_fields,
+    Deb, RepoEntry, add_shell, add_to_suite, build_deb, build_repository, install_plain,
+    make_apt_root, make_dpkg_root, suite_fields,
 };
 
 const REPOSITORY: &[RepoEntry<'_>] = &[
@@ -63,25 +63,7 @@ impl System {
         make_dpkg_root(&root);
         make_apt_root(&root, &repo, &["stable", "stable-security"]);
         add_shell(&root);
-        let old: Vec<String> = ["pal-plain", "pal-sec", "pal-slow"]
-            .iter()
-            .map(|name| {
-                build_deb(
-                    &build,
-                    &Deb {
-                        name,
-                        version: "1.0",
-                        extra: "",
-                        preinst: None,
-                    },
-                )
-                .display()
-                .to_string()
-            })
-            .collect();
-        let mut args = vec!["--install"];
-        args.extend(old.iter().map(String::as_str));
-        dpkg(&root, &args, None);
+        install_plain(&build, &root, &["pal-plain", "pal-sec", "pal-slow"], "1.0");
         System { dir }
     }
 

@@ -180,6 +180,26 @@ pub fn dpkg(root: &Path, args: &[&str], stdin: Option<&str>) {
     assert!(out.status.success(), "dpkg {args:?}: {out:?}");
 }
 
+/// Builds plain packages (no scripts) named `names` at `version` in `work`
+/// and installs them into the private root at `root` with dpkg.
+pub fn install_plain(work: &Path, root: &Path, names: &[&str], version: &str) {
+    let debs: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let deb = Deb {
+                name,
+                version,
+                extra: "",
+                preinst: None,
+            };
+            build_deb(work, &deb).display().to_string()
+        })
+        .collect();
+    let mut args = vec!["--install"];
+    args.extend(debs.iter().map(String::as_str));
+    dpkg(root, &args, None);
+}
+
 /// Puts `/bin/sh` and `sleep` with the libraries they load into `root`, so
 /// maintainer scripts can run there (dpkg chroots into the root it manages
 /// to run them).

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use palisade_testkit::apt::{
-    Deb, RepoEntry, add_shell, add_to_suite, build_deb, build_repository, dpkg, make_apt_root,
-    make_dpkg_root, suite_fields,
+    Deb, RepoEntry, add_shell, add_to_suite, build_deb, build_repository, dpkg, install_plain,
+    make_apt_root, make_dpkg_root, suite_fields,
 };
 
 use super::Agent;
@@ -54,25 +54,7 @@ pub fn make(dir: &Path) -> PathBuf {
     add_shell(&root);
     // The collector reads the running kernel from the root's /proc.
     std::os::unix::fs::symlink("/proc", root.join("proc")).expect("proc link");
-    let old: Vec<String> = INSTALLED
-        .iter()
-        .map(|name| {
-            build_deb(
-                &build,
-                &Deb {
-                    name,
-                    version: "1.0",
-                    extra: "",
-                    preinst: None,
-                },
-            )
-            .display()
-            .to_string()
-        })
-        .collect();
-    let mut args = vec!["--install"];
-    args.extend(old.iter().map(String::as_str));
-    dpkg(&root, &args, None);
+    install_plain(&build, &root, INSTALLED, "1.0");
     dpkg(&root, &["--set-selections"], Some("pal-held hold\n"));
     // The agent's users must reach the root (tempdirs are 0700).
     for path in [dir, &root] {
