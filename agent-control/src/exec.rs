@@ -7,7 +7,8 @@
 //!   is found at a fixed absolute path, started with an empty environment,
 //!   `/` as working directory and stdin from `/dev/null`; its stdout and
 //!   stderr share one pipe (so the output keeps their order), capped at
-//!   [`MAX_COMMAND_OUTPUT`]; after [`RESTART_TIMEOUT`] it is killed. Exit
+//!   [`MAX_COMMAND_OUTPUT`]; after [`RESTART_TIMEOUT`] it is stopped
+//!   (SIGINT, then SIGKILL after [`STOP_GRACE`]; see [`crate::process`]). Exit
 //!   status 0 is SUCCEEDED, anything else FAILED with the exit code.
 //! - `refresh_inventory`: refreshes the package manager's indexes
 //!   (`apt-get update`, `dnf makecache`), output streamed; the collector
