@@ -121,6 +121,10 @@ pub async fn run(action: &CommandAction, context: Context) -> Outcome {
             String::new(),
             "a cancel is answered where commands are tracked, not run",
         ),
+        // TODO(helper B): carry out the reboot.
+        CommandAction::Reboot { .. } => {
+            Outcome::failed(-1, String::new(), "reboot is not carried out by this build")
+        }
     }
 }
 

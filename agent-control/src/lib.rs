@@ -303,6 +303,8 @@ impl ChildHandler for Control {
                 error: one_line(&outcome.error),
                 changes: outcome.changes,
                 streamed_bytes: outcome.streamed_bytes,
+                reboot_required: None,
+                restarts: Vec::new(),
             })
         }
     }

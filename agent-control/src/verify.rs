@@ -134,6 +134,8 @@ impl Rejected {
             error: crate::one_line(&format!("{}: {}", self.refusal.code(), self.refusal)),
             changes: Vec::new(),
             streamed_bytes: 0,
+            reboot_required: None,
+            restarts: Vec::new(),
         }
     }
 }

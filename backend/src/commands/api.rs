@@ -46,6 +46,7 @@ pub fn permission_for(kind: CommandKind) -> Permission {
         CommandKind::RefreshInventory => Permission::PackagesRefresh,
         CommandKind::UpgradePackages => Permission::PatchRunsExecute,
         CommandKind::Cancel => Permission::PatchRunsCancel,
+        CommandKind::Reboot => Permission::HostsReboot,
     }
 }
 

@@ -46,6 +46,8 @@ pub enum CommandKind {
     /// Stops a running command of the same host; only [`crate::patching`]
     /// issues it.
     Cancel,
+    /// Reboots the host: a dangerous operation of its own.
+    Reboot,
 }
 
 impl CommandKind {
@@ -56,6 +58,7 @@ impl CommandKind {
             CommandKind::RefreshInventory => "refresh_inventory",
             CommandKind::UpgradePackages => "upgrade_packages",
             CommandKind::Cancel => "cancel",
+            CommandKind::Reboot => "reboot",
         }
     }
 
@@ -66,6 +69,7 @@ impl CommandKind {
             CommandAction::RefreshInventory => CommandKind::RefreshInventory,
             CommandAction::UpgradePackages(_) => CommandKind::UpgradePackages,
             CommandAction::Cancel { .. } => CommandKind::Cancel,
+            CommandAction::Reboot { .. } => CommandKind::Reboot,
         }
     }
 }
@@ -79,6 +83,7 @@ impl std::str::FromStr for CommandKind {
             "refresh_inventory" => Ok(CommandKind::RefreshInventory),
             "upgrade_packages" => Ok(CommandKind::UpgradePackages),
             "cancel" => Ok(CommandKind::Cancel),
+            "reboot" => Ok(CommandKind::Reboot),
             other => Err(crate::UnknownName::new("command type", other)),
         }
     }
@@ -342,6 +347,14 @@ impl CommandRequest {
             CommandAction::Cancel { command_id } => {
                 serde_json::json!({ "type": self.action.kind(), "command_id": command_id })
             }
+            CommandAction::Reboot {
+                delay_minutes,
+                message,
+            } => serde_json::json!({
+                "type": self.action.kind(),
+                "delay_minutes": delay_minutes,
+                "message": message,
+            }),
         }
     }
 }

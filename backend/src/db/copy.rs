@@ -152,7 +152,7 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "commands",
         "id, host_id, type, payload, requested_by, source_ip, user_agent, issued_at, expires_at, command_bytes, \
          signature, status, delivered_at, exit_code, output, error, started_at, finished_at, result_received_at, \
-         result_seq, changes, streamed_bytes, output_bytes, output_truncated",
+         result_seq, changes, streamed_bytes, output_bytes, output_truncated, reboot_required, restarts",
         "id",
     ),
     (
@@ -161,11 +161,30 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "command_id, byte_offset",
     ),
     (
+        "patch_policies",
+        "id, name, description, enabled, host_ids, group_ids, selection, exclude, approval, auto_approve_after_days, \
+         reboot, maintenance_window, concurrency, canary, max_failure_percent, timeout_secs, created_by, created_at, \
+         updated_by, updated_at",
+        "id",
+    ),
+    (
+        "patch_rollouts",
+        "id, policy_id, policy_name, occurrence, window_end, state, concurrency, canary, max_failure_percent, policy, \
+         requested_by, requested_at, finished_at, stop_reason",
+        "id",
+    ),
+    (
         "patch_runs",
         "id, host_id, state, selection, approval, manager, requested_by, requested_by_user, requested_at, approved_by, approved_at, \
          cancelled_by, cancelled_at, started_at, finished_at, dry_run_command_id, command_id, cancel_command_id, \
-         plan, changes, exit_code, error, timeout_secs, policy",
+         plan, changes, exit_code, error, timeout_secs, policy, rollout_id, rollout_position, exclude, \
+         auto_approve_after_days, reboot, reboot_command_id, reboot_required, restarts",
         "id",
+    ),
+    (
+        "update_first_seen",
+        "host_id, name, arch, candidate, first_seen",
+        "host_id, name, arch, candidate",
     ),
     (
         "audit_log",

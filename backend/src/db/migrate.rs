@@ -52,6 +52,7 @@ pub const SQLITE: &[Migration] = migrations!("sqlite":
     11 "0011_drop_metric_samples",
     12 "0012_package_inventory",
     13 "0013_patch_runs",
+    14 "0014_patch_policies",
 );
 
 /// Every PostgreSQL migration this build knows, in order.
@@ -69,6 +70,7 @@ pub const POSTGRES: &[Migration] = migrations!("postgres":
     11 "0011_drop_metric_samples",
     12 "0012_package_inventory",
     13 "0013_patch_runs",
+    14 "0014_patch_policies",
 );
 
 pub fn for_dialect(dialect: Dialect) -> &'static [Migration] {

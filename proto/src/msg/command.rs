@@ -59,6 +59,13 @@ pub enum CommandAction {
     Cancel {
         command_id: String,
     },
+    /// Reboot the host `delay_minutes` after control accepts the command,
+    /// warning logged-in users with `message` (checked by
+    /// [`validate_reboot`]).
+    Reboot {
+        delay_minutes: u32,
+        message: String,
+    },
 }
 
 impl CommandAction {
@@ -70,6 +77,7 @@ impl CommandAction {
             CommandAction::RefreshInventory => "refresh_inventory",
             CommandAction::UpgradePackages(_) => "upgrade_packages",
             CommandAction::Cancel { .. } => "cancel",
+            CommandAction::Reboot { .. } => "reboot",
         }
     }
 }
@@ -88,6 +96,13 @@ impl From<TypedCommand> for pb::Command {
             CommandAction::Cancel { command_id } => {
                 pb::command::Action::Cancel(pb::CancelCommand { command_id })
             }
+            CommandAction::Reboot {
+                delay_minutes,
+                message,
+            } => pb::command::Action::Reboot(pb::Reboot {
+                delay_minutes,
+                message,
+            }),
         };
         pb::Command {
             agent_id: c.agent_id,
@@ -157,6 +172,14 @@ pub fn decode_command(bytes: &[u8]) -> Result<TypedCommand, DecodeError> {
                 command_id: c.command_id,
             }
         }
+        pb::command::Action::Reboot(r) => {
+            validate_reboot(r.delay_minutes, &r.message)
+                .map_err(|reason| invalid(M, "reboot", reason))?;
+            CommandAction::Reboot {
+                delay_minutes: r.delay_minutes,
+                message: r.message,
+            }
+        }
     };
     Ok(TypedCommand {
         agent_id: c.agent_id,
@@ -165,6 +188,32 @@ pub fn decode_command(bytes: &[u8]) -> Result<TypedCommand, DecodeError> {
         expires_at_unix_ms: c.expires_at_unix_ms,
         action,
     })
+}
+
+/// Longest delay a reboot may be scheduled with.
+pub const MAX_REBOOT_DELAY_MINUTES: u32 = 24 * 60;
+/// Longest message a reboot warns logged-in users with.
+pub const MAX_REBOOT_MESSAGE: usize = 200;
+
+/// Checks a reboot's parameters: a delay of 0 to
+/// [`MAX_REBOOT_DELAY_MINUTES`] and a message of at most
+/// [`MAX_REBOOT_MESSAGE`] bytes of printable characters (it reaches every
+/// terminal through wall).
+pub fn validate_reboot(delay_minutes: u32, message: &str) -> Result<(), String> {
+    if delay_minutes > MAX_REBOOT_DELAY_MINUTES {
+        return Err(format!(
+            "the delay is longer than {MAX_REBOOT_DELAY_MINUTES} minutes"
+        ));
+    }
+    if message.len() > MAX_REBOOT_MESSAGE {
+        return Err(format!(
+            "the message is longer than {MAX_REBOOT_MESSAGE} bytes"
+        ));
+    }
+    if message.chars().any(char::is_control) {
+        return Err("the message contains control characters".into());
+    }
+    Ok(())
 }
 
 /// Checks a systemd unit name strictly enough that it can only ever name
