@@ -136,6 +136,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let checkpoints = tokio::spawn(crate::audit::checkpoint::run(state.clone()));
     let throttle = tokio::spawn(crate::identity::throttle::run(state.clone()));
     let index_refresh = tokio::spawn(crate::patching::refresh::run(state.clone()));
+    let patch_rollouts = tokio::spawn(crate::patching::rollout::run(state.clone()));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(https_tls_config(&pki)?));
 
     tracing::info!(%local, ca_pin = %hex::encode(pki.ca_pin()), "palisade-backend listening (QUIC on udp, HTTPS on tcp)");
@@ -153,6 +154,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     checkpoints.abort();
     throttle.abort();
     index_refresh.abort();
+    patch_rollouts.abort();
     // The last events of this run get a signature too.
     let key = state.audit_key.clone();
     let now = crate::now_millis();

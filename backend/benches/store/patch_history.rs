@@ -521,10 +521,15 @@ fn one_run(
             requested_by: requester.clone(),
             requested_by_user: None,
             requested_at: at,
-            dry_run_command_id: dry_id.clone(),
+            dry_run_command_id: Some(dry_id.clone()),
             timeout_secs: 3600,
             policy: serde_json::json!({"selection": {"kind": "all"}, "approval": "other_user",
                                        "timeout_secs": 3600, "manager": "dpkg"}),
+            rollout_id: None,
+            rollout_position: None,
+            exclude: Vec::new(),
+            auto_approve_after_days: None,
+            reboot: palisade_backend::patching::RebootPolicy::Never,
         },
     )?;
     seeded.runs += 1;

@@ -62,10 +62,12 @@ ALTER TABLE patch_runs ADD COLUMN exclude TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE patch_runs ADD COLUMN auto_approve_after_days BIGINT;
 ALTER TABLE patch_runs ADD COLUMN reboot TEXT NOT NULL DEFAULT 'never'
     CHECK (reboot IN ('never', 'if_required', 'always'));
+ALTER TABLE patch_runs ADD COLUMN reboot_state TEXT CHECK (reboot_state IN ('due', 'issued', 'not_needed'));
 ALTER TABLE patch_runs ADD COLUMN reboot_command_id TEXT;
 ALTER TABLE patch_runs ADD COLUMN reboot_required BOOLEAN;
 ALTER TABLE patch_runs ADD COLUMN restarts TEXT;
 CREATE INDEX patch_runs_reboot_command ON patch_runs (reboot_command_id);
+CREATE INDEX patch_runs_reboot_state ON patch_runs (reboot_state);
 CREATE INDEX patch_runs_rollout ON patch_runs (rollout_id, rollout_position);
 
 CREATE TABLE update_first_seen (

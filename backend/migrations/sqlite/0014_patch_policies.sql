@@ -12,7 +12,7 @@
 --   New columns: rollout_id and rollout_position (order in the rollout, canaries
 --   first); exclude (JSON list of name patterns) and
 --   auto_approve_after_days, applied when the run is planned; reboot
---   (never, if_required, always) and reboot_command_id; reboot_required
+--   (never, if_required, always), reboot_state and reboot_command_id; reboot_required
 --   and restarts copied from the upgrade's result.
 -- patch_policies: what to patch where and when (JSON columns: host_ids,
 --   group_ids, selection, exclude, maintenance_window).
@@ -160,6 +160,9 @@ CREATE TABLE patch_runs_v14 (
     exclude                 TEXT    NOT NULL DEFAULT '[]',
     auto_approve_after_days INTEGER,
     reboot                  TEXT    NOT NULL DEFAULT 'never' CHECK (reboot IN ('never', 'if_required', 'always')),
+    -- NULL (no reboot asked for), due (the run succeeded and its reboot
+    -- policy asks for one), issued (reboot_command_id), not_needed.
+    reboot_state            TEXT    CHECK (reboot_state IN ('due', 'issued', 'not_needed')),
     reboot_command_id       TEXT,
     reboot_required         INTEGER,
     restarts                TEXT
@@ -180,6 +183,7 @@ CREATE INDEX patch_runs_host_requested_at ON patch_runs (host_id, requested_at);
 CREATE INDEX patch_runs_dry_run_command ON patch_runs (dry_run_command_id);
 CREATE INDEX patch_runs_command ON patch_runs (command_id);
 CREATE INDEX patch_runs_reboot_command ON patch_runs (reboot_command_id);
+CREATE INDEX patch_runs_reboot_state ON patch_runs (reboot_state);
 CREATE INDEX patch_runs_rollout ON patch_runs (rollout_id, rollout_position);
 
 CREATE TABLE update_first_seen (

@@ -190,6 +190,11 @@ actions! {
     PatchRunApprove = "patch_run.approve", ServiceOperation;
     PatchRunCancel = "patch_run.cancel", ServiceOperation;
     PatchRunFinish = "patch_run.finish", ServiceOperation;
+    PatchPolicyCreate = "patch_policy.create", Configuration;
+    PatchPolicyUpdate = "patch_policy.update", Configuration;
+    PatchPolicyDelete = "patch_policy.delete", Configuration;
+    PatchRolloutStart = "patch_rollout.start", ServiceOperation;
+    PatchRolloutCancel = "patch_rollout.cancel", ServiceOperation;
     AuditSuppressed = "audit.suppressed", SecurityEvent;
     AuditCheckpoint = "audit.checkpoint", Configuration;
     AuditPruned = "audit.pruned", Configuration;

@@ -178,7 +178,7 @@ pub const TABLES: &[(&str, &str, &str)] = &[
         "id, host_id, state, selection, approval, manager, requested_by, requested_by_user, requested_at, approved_by, approved_at, \
          cancelled_by, cancelled_at, started_at, finished_at, dry_run_command_id, command_id, cancel_command_id, \
          plan, changes, exit_code, error, timeout_secs, policy, rollout_id, rollout_position, exclude, \
-         auto_approve_after_days, reboot, reboot_command_id, reboot_required, restarts",
+         auto_approve_after_days, reboot, reboot_state, reboot_command_id, reboot_required, restarts",
         "id",
     ),
     (

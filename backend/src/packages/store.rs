@@ -68,6 +68,7 @@ pub fn store(
             delta.result
         }
     };
+    note_first_seen(tx, host_id, report.collected_at)?;
     let manager = match change {
         Change::Whole(inventory) => inventory.manager,
         Change::Delta(_) => load_manager(tx, host_id)?,
@@ -418,4 +419,36 @@ fn fleet_host(row: &Row<'_>) -> Result<FleetHost> {
         host_group: row.get(3)?,
         counts,
     })
+}
+
+/// Records when each of the host's updates (name, arch, candidate) was
+/// first offered, as of the report collected at `at`, and forgets those no
+/// longer offered (a candidate offered again later counts from then).
+fn note_first_seen(tx: &mut Tx<'_>, host_id: &str, at: Millis) -> Result<()> {
+    tx.execute(
+        "INSERT INTO update_first_seen (host_id, name, arch, candidate, first_seen)
+         SELECT host_id, name, arch, candidate, $2 FROM host_updates WHERE host_id = $1
+         ON CONFLICT (host_id, name, arch, candidate) DO NOTHING",
+        params![host_id, at],
+    )?;
+    tx.execute(
+        "DELETE FROM update_first_seen WHERE host_id = $1 AND NOT EXISTS (
+             SELECT 1 FROM host_updates u
+             WHERE u.host_id = update_first_seen.host_id AND u.name = update_first_seen.name
+               AND u.arch = update_first_seen.arch AND u.candidate = update_first_seen.candidate)",
+        params![host_id],
+    )?;
+    Ok(())
+}
+
+/// When each of the host's current updates was first offered.
+pub fn first_seen(tx: &mut Tx<'_>, host_id: &str) -> Result<crate::patching::FirstSeen> {
+    Ok(tx
+        .query(
+            "SELECT name, arch, candidate, first_seen FROM update_first_seen WHERE host_id = $1",
+            params![host_id],
+            |row| Ok(((row.get(0)?, row.get(1)?, row.get(2)?), row.get(3)?)),
+        )?
+        .into_iter()
+        .collect())
 }

@@ -119,8 +119,8 @@ impl From<&PackageChange> for ChangeJson {
 pub struct PatchRunJson {
     id: String,
     host_id: String,
-    /// planning, awaiting_approval, approved, running, succeeded, failed,
-    /// cancelled, timed_out, nothing_to_do or agent_offline.
+    /// queued, planning, awaiting_approval, approved, running, succeeded,
+    /// failed, cancelled, timed_out, nothing_to_do, agent_offline or skipped.
     state: &'static str,
     /// `{"kind":"all"}`, `{"kind":"security"}` or
     /// `{"kind":"packages","packages":[...]}`.
@@ -151,12 +151,34 @@ pub struct PatchRunJson {
     /// The request as it was.
     #[schema(value_type = Object)]
     policy: serde_json::Value,
+    /// The rollout (a policy's run over many hosts) the run is part of.
+    rollout_id: Option<String>,
+    rollout_position: Option<u32>,
+    /// Package name patterns left out when planning.
+    exclude: Vec<String>,
+    auto_approve_after_days: Option<u32>,
+    /// never, if_required or always.
+    reboot: &'static str,
+    /// null, due, issued or not_needed.
+    reboot_state: Option<&'static str>,
+    reboot_command_id: Option<String>,
+    /// What the host said after the upgrade.
+    reboot_required: Option<bool>,
+    /// Services still running files the upgrade replaced:
+    /// `[{"unit", "pids", "files"}]`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    restarts: Option<serde_json::Value>,
     /// The output so far (only for callers with patch_runs:read_output).
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<OutputJson>,
 }
 
 impl PatchRunJson {
+    /// The run without its output (lists, rollouts).
+    pub(super) fn brief(r: PatchRun) -> Self {
+        PatchRunJson::new(r, None)
+    }
+
     fn new(r: PatchRun, output: Option<OutputJson>) -> Self {
         let changes = |c: &Option<Vec<PackageChange>>| {
             c.as_ref().map(|c| c.iter().map(ChangeJson::from).collect())
@@ -185,6 +207,15 @@ impl PatchRunJson {
             error: r.error,
             timeout_secs: r.timeout_secs,
             policy: r.policy,
+            rollout_id: r.rollout_id,
+            rollout_position: r.rollout_position,
+            exclude: r.exclude.iter().map(|p| p.as_str().to_owned()).collect(),
+            auto_approve_after_days: r.auto_approve_after_days,
+            reboot: r.reboot.as_str(),
+            reboot_state: r.reboot_state.map(super::RebootState::as_str),
+            reboot_command_id: r.reboot_command_id,
+            reboot_required: r.reboot_required,
+            restarts: r.restarts,
             output,
         }
     }
@@ -480,7 +511,7 @@ struct RunRow {
     finished_at: String,
 }
 
-fn badge(state: RunState) -> &'static str {
+pub(super) fn badge(state: RunState) -> &'static str {
     match state {
         RunState::Succeeded | RunState::NothingToDo => "online",
         RunState::Failed | RunState::TimedOut | RunState::AgentOffline => "bad",
@@ -488,12 +519,52 @@ fn badge(state: RunState) -> &'static str {
     }
 }
 
-fn describe(selection: &Selection) -> String {
+pub(super) fn describe(selection: &Selection) -> String {
     match selection {
         Selection::All => "all updates".to_owned(),
         Selection::Security => "security updates".to_owned(),
         Selection::Packages { packages } => packages.join(", "),
     }
+}
+
+/// The run's reboot policy and where its reboot stands.
+pub(super) fn reboot_text(run: &PatchRun) -> String {
+    let required = match run.reboot_required {
+        Some(true) => "; the host needs a reboot",
+        Some(false) => "; the host needs no reboot",
+        None => "",
+    };
+    let state = match (run.reboot_state, &run.reboot_command_id) {
+        (Some(super::RebootState::Issued), Some(id)) => format!("; reboot command {id}"),
+        (Some(super::RebootState::Due), _) => "; reboot due".to_owned(),
+        (Some(super::RebootState::NotNeeded), _) => "; no reboot needed".to_owned(),
+        _ => String::new(),
+    };
+    format!("{}{required}{state}", run.reboot.as_str())
+}
+
+/// Services still running replaced files, as one line.
+fn restarts_text(restarts: Option<&serde_json::Value>) -> String {
+    let Some(list) = restarts.and_then(|r| r.as_array()) else {
+        return MISSING.to_owned();
+    };
+    if list.is_empty() {
+        return "none".to_owned();
+    }
+    list.iter()
+        .map(|r| {
+            let unit = r["unit"].as_str().filter(|u| !u.is_empty());
+            let pids: Vec<String> = r["pids"]
+                .as_array()
+                .map(|p| p.iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
+            match unit {
+                Some(unit) => unit.to_owned(),
+                None => format!("process {}", pids.join(", ")),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn when(at: Option<crate::db::Millis>) -> String {
@@ -634,6 +705,24 @@ async fn run_page(
             "Upgrade command",
             run.command_id.clone().unwrap_or_else(|| MISSING.to_owned()),
         ),
+        (
+            "Rollout",
+            run.rollout_id.clone().unwrap_or_else(|| MISSING.to_owned()),
+        ),
+        (
+            "Excluded",
+            if run.exclude.is_empty() {
+                MISSING.to_owned()
+            } else {
+                run.exclude
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
+        ("Reboot", reboot_text(&run)),
+        ("Services to restart", restarts_text(run.restarts.as_ref())),
     ];
     let page = RunPage {
         layout: Layout::for_caller(&caller),

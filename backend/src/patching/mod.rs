@@ -41,13 +41,21 @@ use crate::state::AppState;
 use crate::web::WebError;
 
 pub mod api;
+pub mod policy;
+pub mod policy_api;
+pub mod policy_store;
 pub mod refresh;
+pub mod rollout;
 pub mod store;
+
+pub use policy::{NamePattern, RebootPolicy};
 
 /// Where a run stands. Stored as the lowercase name (except
 /// `agent_offline`, which is only ever read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
+    /// In a rollout, waiting for its turn (canaries, concurrency).
+    Queued,
     /// The dry run was issued; no plan yet.
     Planning,
     /// The plan is in; someone must approve it.
@@ -65,10 +73,14 @@ pub enum RunState {
     NothingToDo,
     /// The current command expired before it reached the agent.
     AgentOffline,
+    /// Never started: its rollout stopped, its window closed, or the host
+    /// could not be planned (revoked, no inventory).
+    Skipped,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 10] = [
+    pub const ALL: [RunState; 12] = [
+        RunState::Queued,
         RunState::Planning,
         RunState::AwaitingApproval,
         RunState::Approved,
@@ -79,10 +91,12 @@ impl RunState {
         RunState::TimedOut,
         RunState::NothingToDo,
         RunState::AgentOffline,
+        RunState::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            RunState::Queued => "queued",
             RunState::Planning => "planning",
             RunState::AwaitingApproval => "awaiting_approval",
             RunState::Approved => "approved",
@@ -93,6 +107,7 @@ impl RunState {
             RunState::TimedOut => "timed_out",
             RunState::NothingToDo => "nothing_to_do",
             RunState::AgentOffline => "agent_offline",
+            RunState::Skipped => "skipped",
         }
     }
 
@@ -101,7 +116,8 @@ impl RunState {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            RunState::Planning
+            RunState::Queued
+                | RunState::Planning
                 | RunState::AwaitingApproval
                 | RunState::Approved
                 | RunState::Running
@@ -194,8 +210,57 @@ pub struct PatchRun {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub timeout_secs: u32,
-    /// The request as it was (policies proper come later).
+    /// The request or the policy as it was.
     pub policy: serde_json::Value,
+    /// The rollout the run is part of, and its place in it.
+    pub rollout_id: Option<String>,
+    pub rollout_position: Option<u32>,
+    /// Left out when planning (name patterns).
+    pub exclude: Vec<NamePattern>,
+    /// Only updates offered at least this many days are planned, and the
+    /// plan needs no approval.
+    pub auto_approve_after_days: Option<u32>,
+    pub reboot: RebootPolicy,
+    pub reboot_state: Option<RebootState>,
+    pub reboot_command_id: Option<String>,
+    /// What the host said after the upgrade.
+    pub reboot_required: Option<bool>,
+    /// Services still running files the upgrade replaced (JSON list of
+    /// `{unit, pids, files}`).
+    pub restarts: Option<serde_json::Value>,
+}
+
+/// Where a run's reboot stands (see `patch_runs.reboot_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootState {
+    /// The run succeeded and its policy asks for a reboot: to be issued.
+    Due,
+    /// The reboot command was issued.
+    Issued,
+    /// The policy reboots only when required, and the host did not need it.
+    NotNeeded,
+}
+
+impl RebootState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebootState::Due => "due",
+            RebootState::Issued => "issued",
+            RebootState::NotNeeded => "not_needed",
+        }
+    }
+}
+
+impl std::str::FromStr for RebootState {
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> Result<RebootState, crate::UnknownName> {
+        match s {
+            "due" => Ok(RebootState::Due),
+            "issued" => Ok(RebootState::Issued),
+            "not_needed" => Ok(RebootState::NotNeeded),
+            other => Err(crate::UnknownName::new("reboot state", other)),
+        }
+    }
 }
 
 impl PatchRun {
@@ -203,6 +268,7 @@ impl PatchRun {
     /// upgrade while running.
     pub fn current_command(&self) -> Option<&str> {
         match self.state {
+            RunState::Queued | RunState::Skipped => None,
             RunState::Planning => self.dry_run_command_id.as_deref(),
             _ => self
                 .command_id
@@ -223,9 +289,15 @@ pub struct NewRun {
     pub requested_by: Actor,
     pub requested_by_user: Option<i64>,
     pub requested_at: Millis,
-    pub dry_run_command_id: String,
+    /// None: queued in a rollout, planned when its turn comes.
+    pub dry_run_command_id: Option<String>,
     pub timeout_secs: u32,
     pub policy: serde_json::Value,
+    pub rollout_id: Option<String>,
+    pub rollout_position: Option<u32>,
+    pub exclude: Vec<NamePattern>,
+    pub auto_approve_after_days: Option<u32>,
+    pub reboot: RebootPolicy,
 }
 
 /// Seconds a run may take when the request names none.
@@ -243,6 +315,7 @@ pub struct CreateRequest {
     pub selection: Selection,
     pub approval: Approval,
     pub timeout_secs: u32,
+    pub reboot: RebootPolicy,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +325,7 @@ struct CreateBody {
     selection: Selection,
     approval: Option<String>,
     timeout_secs: Option<u64>,
+    reboot: Option<RebootPolicy>,
 }
 
 /// Parses the JSON body of `POST /api/v1/patch-runs`; the error is a
@@ -299,6 +373,7 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, commands::RequestError
         selection: body.selection,
         approval,
         timeout_secs,
+        reboot: body.reboot.unwrap_or(RebootPolicy::Never),
     })
 }
 
@@ -307,30 +382,96 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, commands::RequestError
 pub enum PlanError {
     #[error("no pending security updates")]
     NoSecurityUpdates,
+    #[error("no pending update is left once exclusions, holds and the approval delay are applied")]
+    NothingSelected,
     #[error("{0}")]
     BadPackage(String),
 }
 
-/// What the dry run asks for: everything (`all`), or the targets.
+/// What planning leaves out besides held packages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanFilter<'a> {
+    /// Package name patterns never upgraded.
+    pub exclude: &'a [NamePattern],
+    /// Approval by age: only updates the backend first saw in the host's
+    /// inventory at or before this instant, with when each was first seen
+    /// (`(name, arch, candidate)`).
+    pub offered_by: Option<(Millis, &'a FirstSeen)>,
+}
+
+/// When the backend first saw each of a host's updates:
+/// `(name, arch, candidate)` to the time.
+pub type FirstSeen = std::collections::HashMap<(String, String, String), Millis>;
+
+impl PlanFilter<'_> {
+    fn is_empty(&self) -> bool {
+        self.exclude.is_empty() && self.offered_by.is_none()
+    }
+
+    /// Whether a pending update may be planned.
+    fn admits(&self, u: &palisade_packages::inventory::Update) -> bool {
+        if policy::excluded(self.exclude, &u.name) {
+            return false;
+        }
+        match self.offered_by {
+            None => true,
+            Some((cutoff, seen)) => seen
+                .get(&(u.name.clone(), u.arch.clone(), u.candidate.clone()))
+                .is_some_and(|&first| first <= cutoff),
+        }
+    }
+}
+
+/// What the dry run asks for: everything (`all`), or the targets. Held
+/// packages and updates that are not pending (held, deferred, kept back)
+/// are never targets; `filter` leaves out more.
 pub fn dry_run_targets(
     selection: &Selection,
     inventory: &Inventory,
+    filter: PlanFilter<'_>,
 ) -> Result<(bool, Vec<Target>), PlanError> {
+    let held = |name: &str| {
+        inventory
+            .installed
+            .values()
+            .any(|p| p.name == name && p.held)
+    };
+    let pending = |security_only: bool| -> Vec<Target> {
+        let mut targets: Vec<Target> = inventory
+            .updates
+            .values()
+            .filter(|u| u.status == Status::Pending && (!security_only || u.security))
+            .filter(|u| !held(&u.name) && filter.admits(u))
+            .map(|u| Target {
+                name: u.name.clone(),
+                arch: u.arch.clone(),
+                version: u.candidate.clone(),
+            })
+            .collect();
+        targets.sort();
+        targets
+    };
     match selection {
-        Selection::All => Ok((true, Vec::new())),
+        Selection::All if filter.is_empty() => Ok((true, Vec::new())),
+        Selection::All => {
+            let targets = pending(false);
+            if targets.is_empty() {
+                return Err(PlanError::NothingSelected);
+            }
+            Ok((false, targets))
+        }
         Selection::Security => {
-            let targets: Vec<Target> = inventory
+            let any_security = inventory
                 .updates
                 .values()
-                .filter(|u| u.security && u.status == Status::Pending)
-                .map(|u| Target {
-                    name: u.name.clone(),
-                    arch: u.arch.clone(),
-                    version: u.candidate.clone(),
-                })
-                .collect();
+                .any(|u| u.security && u.status == Status::Pending);
+            let targets = pending(true);
             if targets.is_empty() {
-                return Err(PlanError::NoSecurityUpdates);
+                return Err(if any_security {
+                    PlanError::NothingSelected
+                } else {
+                    PlanError::NoSecurityUpdates
+                });
             }
             Ok((false, targets))
         }
@@ -344,6 +485,26 @@ pub fn dry_run_targets(
                         "package {name:?} is not installed on this host"
                     )));
                 }
+                if policy::excluded(filter.exclude, name) {
+                    continue;
+                }
+                if filter.offered_by.is_some() {
+                    // Approval by age: only the named packages' pending
+                    // updates old enough, at their candidates.
+                    targets.extend(
+                        inventory
+                            .updates
+                            .values()
+                            .filter(|u| &u.name == name && u.status == Status::Pending)
+                            .filter(|u| !held(&u.name) && filter.admits(u))
+                            .map(|u| Target {
+                                name: u.name.clone(),
+                                arch: u.arch.clone(),
+                                version: u.candidate.clone(),
+                            }),
+                    );
+                    continue;
+                }
                 targets.push(Target {
                     name: name.clone(),
                     arch: String::new(),
@@ -352,6 +513,9 @@ pub fn dry_run_targets(
             }
             targets.sort();
             targets.dedup();
+            if targets.is_empty() {
+                return Err(PlanError::NothingSelected);
+            }
             Ok((false, targets))
         }
     }
@@ -489,10 +653,14 @@ pub async fn create(
             "the host has not reported a package inventory yet: nothing to plan from",
         ))?
         .inventory;
-    let (all, targets) = dry_run_targets(&request.selection, &inventory).map_err(|e| match e {
-        PlanError::NoSecurityUpdates => WebError::Conflict("no pending security updates"),
-        PlanError::BadPackage(m) => WebError::BadRequest(m),
-    })?;
+    let (all, targets) = dry_run_targets(&request.selection, &inventory, PlanFilter::default())
+        .map_err(|e| match e {
+            PlanError::NoSecurityUpdates => WebError::Conflict("no pending security updates"),
+            PlanError::NothingSelected => {
+                WebError::Conflict("no pending update is left once holds are applied")
+            }
+            PlanError::BadPackage(m) => WebError::BadRequest(m),
+        })?;
     let dry_run = upgrade_request(inventory.manager, all, targets, true, request.timeout_secs);
     let prepared = commands::prepare(
         &state.pki,
@@ -506,6 +674,7 @@ pub async fn create(
         "approval": request.approval.as_str(),
         "timeout_secs": request.timeout_secs,
         "manager": inventory.manager.as_str(),
+        "reboot": request.reboot.as_str(),
     });
     let run = NewRun {
         id: uuid::Uuid::new_v4().to_string(),
@@ -516,9 +685,14 @@ pub async fn create(
         requested_by: caller.actor.clone(),
         requested_by_user: caller.user.as_ref().map(|u| u.id),
         requested_at: now,
-        dry_run_command_id: prepared.command.id.clone(),
+        dry_run_command_id: Some(prepared.command.id.clone()),
         timeout_secs: request.timeout_secs,
         policy: policy.clone(),
+        rollout_id: None,
+        rollout_position: None,
+        exclude: Vec::new(),
+        auto_approve_after_days: None,
+        reboot: request.reboot,
     };
     let event = caller
         .event(now, Action::PatchRunCreate, Outcome::Success)
@@ -726,7 +900,8 @@ pub async fn cancel(
         .target(run.host_id.clone())
         .details(serde_json::json!({ "patch_run_id": run.id, "request_id": request_id }));
     match run.state {
-        RunState::Planning
+        RunState::Queued
+        | RunState::Planning
         | RunState::AwaitingApproval
         | RunState::Approved
         | RunState::AgentOffline => {
@@ -784,7 +959,8 @@ pub async fn cancel(
         | RunState::Failed
         | RunState::Cancelled
         | RunState::TimedOut
-        | RunState::NothingToDo => return Err(NOT_CANCELLABLE),
+        | RunState::NothingToDo
+        | RunState::Skipped => return Err(NOT_CANCELLABLE),
     }
     load(state, &run.id).await
 }
@@ -849,5 +1025,7 @@ async fn start_one(state: &AppState, run: &PatchRun, now: Millis) -> Result<(), 
     Ok(())
 }
 
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,8 @@ use crate::params;
 const RUN_COLUMNS: &str = "r.id, r.host_id, r.state, r.selection, r.approval, r.manager, r.requested_by, \
      r.requested_by_user, r.requested_at, r.approved_by, r.approved_at, r.cancelled_by, r.cancelled_at, \
      r.started_at, r.finished_at, r.dry_run_command_id, r.command_id, r.cancel_command_id, r.plan, r.changes, \
-     r.exit_code, r.error, r.timeout_secs, r.policy";
+     r.exit_code, r.error, r.timeout_secs, r.policy, r.rollout_id, r.rollout_position, r.exclude, \
+     r.auto_approve_after_days, r.reboot, r.reboot_state, r.reboot_command_id, r.reboot_required, r.restarts";
 
 /// The state as read: a run waiting for a command that expired before it
 /// was delivered (pending past its expiry, or marked expired) reads
@@ -51,7 +52,7 @@ fn opt_changes(row: &Row<'_>, idx: usize, what: &str) -> Result<Option<Vec<Packa
 /// A run from `RUN_COLUMNS` followed by the effective state.
 fn run_from_row(row: &Row<'_>) -> Result<PatchRun> {
     let manager: String = row.get(5)?;
-    let state: String = row.get(24)?;
+    let state: String = row.get(33)?;
     Ok(PatchRun {
         id: row.get(0)?,
         host_id: row.get(1)?,
@@ -78,15 +79,40 @@ fn run_from_row(row: &Row<'_>) -> Result<PatchRun> {
         error: row.get(21)?,
         timeout_secs: row.get(22)?,
         policy: json(row, 23)?,
+        rollout_id: row.get(24)?,
+        rollout_position: row.get(25)?,
+        exclude: json(row, 26)?,
+        auto_approve_after_days: row.get(27)?,
+        reboot: parse(&row.get::<String>(28)?)?,
+        reboot_state: row
+            .get::<Option<String>>(29)?
+            .map(|s| parse(&s))
+            .transpose()?,
+        reboot_command_id: row.get(30)?,
+        reboot_required: row.get(31)?,
+        restarts: row
+            .get::<Option<String>>(32)?
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| DbError::Corrupt(format!("patch run restarts: {e}")))
+            })
+            .transpose()?,
     })
 }
 
-/// Stores a new run in `planning`.
+/// Stores a new run: in `planning` with its dry run, or `queued` in a
+/// rollout.
 pub fn insert(tx: &mut Tx<'_>, run: &NewRun) -> Result<()> {
+    let state = if run.dry_run_command_id.is_some() {
+        RunState::Planning
+    } else {
+        RunState::Queued
+    };
     tx.execute(
         "INSERT INTO patch_runs (id, host_id, state, selection, approval, manager, requested_by, requested_by_user,
-                                 requested_at, dry_run_command_id, timeout_secs, policy)
-         VALUES ($1, $2, 'planning', $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                 requested_at, dry_run_command_id, timeout_secs, policy, rollout_id,
+                                 rollout_position, exclude, auto_approve_after_days, reboot)
+         VALUES ($1, $2, $12, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16, $17)",
         params![
             &run.id,
             &run.host_id,
@@ -99,6 +125,12 @@ pub fn insert(tx: &mut Tx<'_>, run: &NewRun) -> Result<()> {
             &run.dry_run_command_id,
             i64::from(run.timeout_secs),
             &to_json("patch run policy", &run.policy)?,
+            state.as_str(),
+            &run.rollout_id,
+            run.rollout_position,
+            &to_json("patch run exclusions", &run.exclude)?,
+            run.auto_approve_after_days,
+            run.reboot.as_str(),
         ],
     )?;
     Ok(())
@@ -291,9 +323,13 @@ pub fn on_command_result(
             CommandStatus::Cancelled => RunState::Cancelled,
             _ => RunState::Failed,
         };
+        // What the host said after the upgrade (stored with the command's
+        // result just before this) decides whether it reboots.
         tx.execute(
             "UPDATE patch_runs SET state = $2, changes = $3, exit_code = $4, error = $5, started_at = $6,
-                                   finished_at = $7
+                                   finished_at = $7,
+                                   reboot_required = (SELECT c.reboot_required FROM commands c WHERE c.id = $8),
+                                   restarts = (SELECT c.restarts FROM commands c WHERE c.id = $8)
              WHERE id = $1",
             params![
                 &run_id,
@@ -303,8 +339,20 @@ pub fn on_command_result(
                 &error,
                 result.started_at,
                 result.finished_at,
+                &result.command_id,
             ],
         )?;
+        if state == RunState::Succeeded {
+            tx.execute(
+                "UPDATE patch_runs SET reboot_state = CASE
+                     WHEN reboot = 'always' THEN 'due'
+                     WHEN reboot = 'if_required' AND reboot_required THEN 'due'
+                     WHEN reboot = 'if_required' THEN 'not_needed'
+                     ELSE NULL END
+                 WHERE id = $1",
+                params![&run_id],
+            )?;
+        }
         state
     };
     tracing::info!(patch_run_id = %run_id, host_id, state = state.as_str(), "patch run moved on a command result");
@@ -349,4 +397,65 @@ fn result_error(result: &CommandResult) -> Option<String> {
             result.exit_code
         )),
     }
+}
+
+/// The runs of a rollout as they stand at `now`, in rollout order.
+pub fn rollout_runs(tx: &mut Tx<'_>, rollout_id: &str, now: Millis) -> Result<Vec<PatchRun>> {
+    tx.query(
+        &format!(
+            "SELECT {RUN_COLUMNS}, {EFFECTIVE_STATE} FROM patch_runs r {CURRENT_COMMAND_JOIN}
+             WHERE r.rollout_id = $2 ORDER BY r.rollout_position, r.id"
+        ),
+        params![now, rollout_id],
+        run_from_row,
+    )
+}
+
+/// Moves a queued run to `planning` with its dry run. False when it is no
+/// longer queued.
+pub fn begin_planning(tx: &mut Tx<'_>, id: &str, dry_run_command_id: &str) -> Result<bool> {
+    let updated = tx.execute(
+        "UPDATE patch_runs SET state = 'planning', dry_run_command_id = $2 WHERE id = $1 AND state = 'queued'",
+        params![id, dry_run_command_id],
+    )?;
+    Ok(updated > 0)
+}
+
+/// Ends a queued run without starting it (`skipped` or `nothing_to_do`),
+/// with the reason. False when it is no longer queued.
+pub fn end_queued(tx: &mut Tx<'_>, id: &str, state: RunState, reason: &str) -> Result<bool> {
+    let updated = tx.execute(
+        "UPDATE patch_runs SET state = $2, error = $3 WHERE id = $1 AND state = 'queued'",
+        params![id, state.as_str(), reason],
+    )?;
+    Ok(updated > 0)
+}
+
+/// Skips every queued run of a rollout, with the reason. Returns how many.
+pub fn skip_queued(tx: &mut Tx<'_>, rollout_id: &str, reason: &str) -> Result<u64> {
+    let updated = tx.execute(
+        "UPDATE patch_runs SET state = 'skipped', error = $2 WHERE rollout_id = $1 AND state = 'queued'",
+        params![rollout_id, reason],
+    )?;
+    Ok(updated)
+}
+
+/// Runs whose reboot is due: `(run id, host id)`, oldest first.
+pub fn reboots_due(tx: &mut Tx<'_>, limit: u32) -> Result<Vec<(String, String)>> {
+    tx.query(
+        "SELECT id, host_id FROM patch_runs WHERE reboot_state = 'due' ORDER BY requested_at LIMIT $1",
+        params![limit],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+}
+
+/// Records the reboot command of a run whose reboot was due. False when
+/// it was not due any more (another replica issued it).
+pub fn reboot_issued(tx: &mut Tx<'_>, id: &str, command_id: &str) -> Result<bool> {
+    let updated = tx.execute(
+        "UPDATE patch_runs SET reboot_state = 'issued', reboot_command_id = $2
+         WHERE id = $1 AND reboot_state = 'due'",
+        params![id, command_id],
+    )?;
+    Ok(updated > 0)
 }

@@ -81,6 +81,7 @@ pub fn all_routes() -> Routes {
         .merge(crate::commands::api::routes())
         .merge(crate::packages::api::routes())
         .merge(crate::patching::api::routes())
+        .merge(crate::patching::policy_api::routes())
         .merge(crate::enrollment::http::routes())
         .merge(crate::enrollment::tokens_http::routes())
         .merge(crate::audit::http::routes())

@@ -80,6 +80,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::commands::api::openapi_paths());
     doc.merge(crate::packages::api::openapi_paths());
     doc.merge(crate::patching::api::openapi_paths());
+    doc.merge(crate::patching::policy_api::openapi_paths());
     doc.merge(crate::enrollment::http::openapi_paths());
     doc.merge(crate::uplink::wss::openapi_paths());
     doc

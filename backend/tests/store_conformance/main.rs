@@ -27,6 +27,7 @@ mod identity;
 mod metrics;
 mod packages;
 mod patching;
+mod rollouts;
 mod schema;
 
 pub const T0: Millis = 1_700_000_000_000;

@@ -201,9 +201,14 @@ fn new_run(id: &str, host: &str, dry_run: &str, approval: Approval) -> NewRun {
         requested_by: Actor::User("alice".into()),
         requested_by_user: Some(1),
         requested_at: T0,
-        dry_run_command_id: dry_run.into(),
+        dry_run_command_id: Some(dry_run.into()),
         timeout_secs: 600,
         policy: serde_json::json!({ "selection": { "kind": "security" } }),
+        rollout_id: None,
+        rollout_position: None,
+        exclude: Vec::new(),
+        auto_approve_after_days: None,
+        reboot: palisade_backend::patching::RebootPolicy::Never,
     }
 }
 
