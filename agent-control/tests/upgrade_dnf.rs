@@ -19,7 +19,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{AGENT, Control, MINUTE, Signer, enrolled, now_ms};
@@ -27,7 +27,7 @@ use palisade_packages::inventory::Manager;
 use palisade_proto::msg::{CommandAction, TypedCommand};
 use palisade_proto::pb::{self, CommandStatus};
 use palisade_proto::upgrade::{Target, Upgrade};
-use palisade_testkit::rpm::{Sandbox, can_manage_roots, check, createrepo, spec};
+use palisade_testkit::rpm::{Sandbox, can_manage_roots, createrepo, link_control_dbpath, spec};
 
 /// A repository with pal-a and pal-b 1.1, and a root with both at 1.0.
 struct System {
@@ -88,28 +88,6 @@ impl System {
             .trim()
             .to_owned()
     }
-}
-
-/// Makes the place where rpm, run as control runs it, looks for the
-/// database inside `root` a link to the root's `/var/lib/rpm`.
-fn link_control_dbpath(root: &Path) {
-    let out = std::process::Command::new("rpm")
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LC_ALL", "C")
-        .args(["--eval", "%_dbpath"])
-        .output()
-        .expect("run rpm --eval");
-    let dbpath = check("rpm --eval %_dbpath", out).trim().to_owned();
-    let inside = Path::new(dbpath.trim_start_matches('/'));
-    if dbpath.is_empty() || inside == Path::new("var/lib/rpm") {
-        return;
-    }
-    let parent = inside.parent().expect("a path in a directory");
-    std::fs::create_dir_all(root.join(parent)).expect("mkdir the dbpath's directory");
-    let up = "../".repeat(parent.components().count());
-    std::os::unix::fs::symlink(format!("{up}var/lib/rpm"), root.join(inside))
-        .expect("link the dbpath");
 }
 
 fn command(id: &str, action: CommandAction) -> TypedCommand {

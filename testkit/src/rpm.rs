@@ -137,16 +137,56 @@ pub fn createrepo(sandbox: &Sandbox, dir: &Path) {
     check("createrepo_c", out);
 }
 
+/// Adds the advisories `updateinfo` (the text of an `updateinfo.xml`) to
+/// the repository in `dir`, as distributions publish them: a separate file
+/// that `repomd.xml` names, added with `modifyrepo_c`.
+pub fn add_updateinfo(sandbox: &Sandbox, dir: &Path, updateinfo: &str) {
+    let file = sandbox.path().join("updateinfo.xml");
+    std::fs::write(&file, updateinfo).expect("write updateinfo.xml");
+    let out = sandbox
+        .command("modifyrepo_c")
+        .arg(&file)
+        .arg(dir.join("repodata"))
+        .output()
+        .expect("run modifyrepo_c");
+    check("modifyrepo_c", out);
+}
+
+/// Makes the place where rpm looks for the database inside `root`, when
+/// run as the agent's control runs it (a cleared environment), a link to
+/// the root's `/var/lib/rpm`. On an rpm distribution `%_dbpath` is
+/// `/var/lib/rpm` already and nothing is done; Debian's rpm says
+/// `~/.rpmdb`, which without this would be a database of its own, empty.
+pub fn link_control_dbpath(root: &Path) {
+    let out = Command::new("rpm")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C")
+        .args(["--eval", "%_dbpath"])
+        .output()
+        .expect("run rpm --eval");
+    let dbpath = check("rpm --eval %_dbpath", out).trim().to_owned();
+    let inside = Path::new(dbpath.trim_start_matches('/'));
+    if dbpath.is_empty() || inside == Path::new("var/lib/rpm") {
+        return;
+    }
+    let parent = inside.parent().expect("a path in a directory");
+    std::fs::create_dir_all(root.join(parent)).expect("mkdir the dbpath's directory");
+    let up = "../".repeat(parent.components().count());
+    std::os::unix::fs::symlink(format!("{up}var/lib/rpm"), root.join(inside))
+        .expect("link the dbpath");
+}
+
 /// Whether this machine can build RPMs and run dnf on private roots
-/// (root, rpm, rpmbuild, createrepo_c and dnf); without them a test says so
-/// and passes, except under `CI=true`, where it fails.
+/// (root, rpm, rpmbuild, createrepo_c, modifyrepo_c and dnf); without them
+/// a test says so and passes, except under `CI=true`, where it fails.
 pub fn can_manage_roots() -> bool {
     if !nix::unistd::geteuid().is_root() {
         assert!(!crate::is_ci(), "CI runs as root and must run this test");
         eprintln!("not root: skipping");
         return false;
     }
-    for tool in ["rpm", "rpmbuild", "createrepo_c", "dnf"] {
+    for tool in ["rpm", "rpmbuild", "createrepo_c", "modifyrepo_c", "dnf"] {
         if !crate::on_path(tool) {
             assert!(!crate::is_ci(), "{tool} is missing under CI");
             eprintln!("{tool} is missing: skipping");

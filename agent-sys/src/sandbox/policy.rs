@@ -308,6 +308,14 @@ pub const COLLECTOR_OWN: &[Syscall] = &[
         "watching the package databases for changes",
     ),
     any(sys!(SYS_pread64), "SQLite reading rpmdb.sqlite"),
+    line(
+        sys!(SYS_fcntl),
+        When::AnyOf(&[
+            &[arg_eq(1, libc::F_GETLK as i64)],
+            &[arg_eq(1, libc::F_SETLK as i64)],
+        ]),
+        "SQLite's shared locks on rpmdb.sqlite and its WAL index (on top of the runtime's descriptor flags)",
+    ),
     any(
         sys!(SYS_faccessat),
         "SQLite checking for rpmdb.sqlite's journal and WAL",

@@ -7,6 +7,10 @@
 //! six seconds and prints as it goes, one with a normal update, one held
 //! and one whose update needs a package no suite has (kept back). Its
 //! indexes are not fetched: that is control's job (`refresh_inventory`).
+//!
+//! [`dnf`] is the same for an rpm root managed with `dnf --installroot`.
+
+pub mod dnf;
 
 use std::path::{Path, PathBuf};
 
