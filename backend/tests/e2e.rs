@@ -543,3 +543,92 @@ async fn a_revoked_host_is_cut_off_and_refused() {
         assert!(actions.contains(&wanted), "{wanted} in {actions:?}");
     }
 }
+
+/// A copied agent identity (the state directory of an enrolled agent,
+/// copied to a second place and started there): the backend keeps one
+/// live connection per host, closes the older one each time, and reports
+/// the identity in use from two places as a security event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_identity_is_one_connection_and_a_security_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("backend");
+    let backend = Backend::start(&data);
+    let api = backend.api_token();
+    let token = backend.token(&[]);
+    let state = dir.path().join("agent");
+    let out = enroll(&backend.server(), &token, &state);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent_id = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let copy = dir.path().join("copy");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&state)
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(cp.success());
+    let _agent = Agent::start(&state);
+    let client = Https::new(&backend);
+    online_with_metrics(&client, &api, now_ms()).await;
+    let _copy = Agent::start(&copy);
+
+    let log = data.with_extension("backend.log");
+    eventually("the older connection closed for the newer one", || async {
+        read_log(&log)
+            .contains(&format!(
+                "a newer connection of agent {agent_id} took this one's place"
+            ))
+            .then_some(())
+    })
+    .await;
+    let event = eventually("the duplicate identity audited", || async {
+        let audit = client
+            .get(
+                &format!("/api/v1/audit?target={agent_id}&limit=200"),
+                Some(&api),
+            )
+            .await
+            .json();
+        audit["events"].as_array().and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["action"] == "agent.identity_in_use_twice")
+                .cloned()
+        })
+    })
+    .await;
+    assert_eq!(event["outcome"], "denied", "{event}");
+    assert!(
+        event["details"]["old_remote"].is_string() && event["details"]["new_remote"].is_string(),
+        "{event}"
+    );
+    // Reported once however long the two keep taking turns.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let audit = client
+        .get(
+            &format!("/api/v1/audit?target={agent_id}&limit=500"),
+            Some(&api),
+        )
+        .await
+        .json();
+    let reports = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["action"] == "agent.identity_in_use_twice")
+        .count();
+    assert_eq!(reports, 1);
+    let hosts = client.get("/api/v1/hosts", Some(&api)).await.json();
+    assert_eq!(
+        hosts["hosts"].as_array().map(Vec::len),
+        Some(1),
+        "still one host: {hosts}"
+    );
+}

@@ -183,6 +183,7 @@ actions! {
     HostDelete = "host.delete", Configuration;
     AgentConnect = "agent.connect", ServiceOperation;
     AgentDisconnect = "agent.disconnect", ServiceOperation;
+    AgentIdentityInUseTwice = "agent.identity_in_use_twice", SecurityEvent;
     CommandCreate = "command.create", ServiceOperation;
     CommandRefusedUnverified = "command.refused_unverified", SecurityEvent;
     CommandUnmatchedResult = "command.unmatched_result", SecurityEvent;

@@ -52,6 +52,8 @@ pub enum UplinkError {
     UnknownAgent(String),
     #[error("agent {0} has been revoked")]
     Revoked(String),
+    #[error("a newer connection of agent {0} took this one's place")]
+    Replaced(String),
     #[error("agent spoke protocol version {0}, this backend speaks {PROTOCOL_VERSION}")]
     Version(u32),
     #[error("agent sent {0} before hello")]
@@ -170,9 +172,11 @@ where
     // The collector answers with nothing, a change or the whole inventory.
     let held: pb::DownlinkFrame = Downlink::PackagesHeld(held_digest(packages_held)).into();
     out.send(encode_body(&held)).await?;
-    let (conn_id, mut commands, close) = state
-        .registry
-        .connected_with_commands(agent_id, transport, remote, now);
+    let (conn_id, mut commands, close, replaced) =
+        state.registry.take_over(agent_id, transport, remote, now);
+    if let Some(old) = replaced.filter(|r| r.duplicate) {
+        report_duplicate(state, agent_id, transport, remote, &old, now).await;
+    }
     if zero_rtt {
         state.registry.set_zero_rtt(agent_id, conn_id);
     }
@@ -182,6 +186,7 @@ where
     let result = record_loop(
         state,
         agent_id,
+        conn_id,
         transport,
         &mut frames,
         &mut out,
@@ -229,9 +234,54 @@ fn held_digest(stored: Option<Vec<u8>>) -> Option<[u8; 32]> {
     stored.and_then(|d| d.as_slice().try_into().ok())
 }
 
+/// Reports that `agent_id`'s identity is in use from two places at once
+/// (see [`registry`]): a security event, at most once per
+/// [`registry::REPORT_EVERY`] per host.
+async fn report_duplicate(
+    state: &AppState,
+    agent_id: &str,
+    transport: Transport,
+    remote: SocketAddr,
+    old: &registry::Replaced,
+    now: crate::db::Millis,
+) {
+    tracing::warn!(agent_id, %remote, old_remote = %old.remote, "agent identity in use from two places at once");
+    if !state.registry.report_duplicate(agent_id, now) {
+        return;
+    }
+    let event = NewAuditEvent::new(
+        now,
+        Actor::Agent(agent_id.to_owned()),
+        Action::AgentIdentityInUseTwice,
+        Outcome::Denied,
+    )
+    .target(agent_id)
+    .from_client(Some(remote.ip().to_string()), None)
+    .details(serde_json::json!({
+        "reason": "a connection with this agent's identity was still live when another one opened: the identity (its key and certificate) may have been copied; the older connection was closed",
+        "new_remote": remote.to_string(),
+        "new_transport": transport.as_str(),
+        "old_remote": old.remote.to_string(),
+        "old_transport": old.transport.as_str(),
+        "old_connected_at": old.connected_at,
+        "old_last_frame_at": old.last_frame_at,
+    }));
+    if let Err(e) = state
+        .db
+        .write("audit duplicate agent identity", move |tx| {
+            crate::audit::store::append(tx, &event).map(|_| ())
+        })
+        .await
+    {
+        tracing::warn!(agent_id, error = %e, "could not audit a duplicate agent identity");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn record_loop<R, W>(
     state: &AppState,
     agent_id: &str,
+    conn_id: u64,
     transport: Transport,
     frames: &mut FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
     out: &mut FramedWrite<W, tokio_util::codec::LengthDelimitedCodec>,
@@ -248,7 +298,17 @@ where
         // whatever else is already buffered, so a busy agent gets one
         // transaction and one ack per batch.
         let first = tokio::select! {
-            () = close.notified() => return Err(UplinkError::Revoked(agent_id.to_owned())),
+            () = close.notified() => {
+                let replaced = state
+                    .registry
+                    .get(agent_id)
+                    .is_some_and(|c| c.conn_id != conn_id);
+                return Err(if replaced {
+                    UplinkError::Replaced(agent_id.to_owned())
+                } else {
+                    UplinkError::Revoked(agent_id.to_owned())
+                });
+            }
             frame = frames.next() => frame,
             Some(command) = commands.recv() => {
                 let frame: pb::DownlinkFrame = Downlink::Command(command).into();
@@ -259,6 +319,9 @@ where
         let Some(first) = first else {
             return Ok(());
         };
+        state
+            .registry
+            .frame_received(agent_id, conn_id, crate::now_millis());
         batch.push(first?);
         while batch.len() < MAX_BATCH {
             match frames.next().now_or_never() {
