@@ -420,12 +420,12 @@ fn check(b: PolicyBody) -> Result<PolicyInput, String> {
             return Err(format!("{id:?} is not a host or group id"));
         }
     }
-    if let Selection::Packages { packages } = &b.selection {
-        if packages.is_empty() || packages.len() > MAX_TARGETS {
-            return Err(format!(
-                "\"packages\" must name 1 to {MAX_TARGETS} packages"
-            ));
-        }
+    if let Selection::Packages { packages } = &b.selection
+        && (packages.is_empty() || packages.len() > MAX_TARGETS)
+    {
+        return Err(format!(
+            "\"packages\" must name 1 to {MAX_TARGETS} packages"
+        ));
     }
     if b.exclude.len() > MAX_PATTERNS {
         return Err(format!("more than {MAX_PATTERNS} exclusion patterns"));
@@ -441,12 +441,12 @@ fn check(b: PolicyBody) -> Result<PolicyInput, String> {
             .parse()
             .map_err(|_| "\"approval\" must be \"other_user\", \"any\" or \"none\"".to_owned())?,
     };
-    if let Some(days) = b.auto_approve_after_days {
-        if days > MAX_AUTO_APPROVE_DAYS {
-            return Err(format!(
-                "\"auto_approve_after_days\" must be 0 to {MAX_AUTO_APPROVE_DAYS}"
-            ));
-        }
+    if let Some(days) = b.auto_approve_after_days
+        && days > MAX_AUTO_APPROVE_DAYS
+    {
+        return Err(format!(
+            "\"auto_approve_after_days\" must be 0 to {MAX_AUTO_APPROVE_DAYS}"
+        ));
     }
     if let Some(w) = &b.window {
         w.schedule()?;

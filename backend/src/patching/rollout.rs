@@ -106,14 +106,14 @@ pub fn decide(rollout: &Rollout, runs: &[RunView], now: Millis) -> Decision {
     let total = runs.len();
     let failed: Vec<&RunView> = runs.iter().filter(|r| r.failed()).collect();
     if let Some(canary) = runs.iter().find(|r| r.canary && r.failed()) {
+        let what = if canary.reboot_failed {
+            "its reboot failed".to_owned()
+        } else {
+            format!("its run ended {}", canary.state.as_str())
+        };
         let reason = format!(
-            "canary host {} failed ({}); the other hosts were not patched",
-            canary.host_id,
-            if canary.reboot_failed {
-                "its reboot failed"
-            } else {
-                canary.state.as_str()
-            }
+            "canary host {} failed ({what}); the other hosts were not patched",
+            canary.host_id
         );
         return stop(reason);
     }
@@ -358,10 +358,10 @@ async fn advance_one(state: &AppState, rollout: &Rollout, now: Millis) -> Result
                 if let Some(reason) = &d.skip_queued {
                     store::skip_queued(tx, &id, reason)?;
                 }
-                if let Some((end, reason)) = &d.finish {
-                    if policy_store::finish_rollout(tx, &id, *end, reason.as_deref(), now)? {
-                        tracing::info!(rollout_id = %id, state = end.as_str(), reason = ?reason, "rollout ended");
-                    }
+                if let Some((end, reason)) = &d.finish
+                    && policy_store::finish_rollout(tx, &id, *end, reason.as_deref(), now)?
+                {
+                    tracing::info!(rollout_id = %id, state = end.as_str(), reason = ?reason, "rollout ended");
                 }
                 Ok(())
             })
@@ -456,8 +456,11 @@ async fn plan_queued(
             let active: i64 = tx.query_one(
                 "SELECT COUNT(*) FROM patch_runs WHERE rollout_id = $1
                    AND (state IN ('planning', 'awaiting_approval', 'approved', 'running')
-                        OR (state = 'succeeded' AND reboot_state = 'due'))",
-                params![rollout_id.as_str()],
+                        OR (state = 'succeeded' AND (reboot_state = 'due'
+                            OR (reboot_state = 'issued' AND EXISTS (
+                                SELECT 1 FROM commands c WHERE c.id = patch_runs.reboot_command_id
+                                  AND (c.status = 'delivered' OR (c.status = 'pending' AND c.expires_at > $2)))))))",
+                params![rollout_id.as_str(), now],
                 |row| row.get(0),
             )?;
             if active >= concurrency {

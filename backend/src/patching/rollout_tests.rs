@@ -1,8 +1,8 @@
 //! Policies and rollouts through the API and the scheduler, with fake
 //! agents: each host's connection queue stands for its agent, and their
-//! results are stored the way the uplink stores them. (The real processes
-//! are exercised by `tests/patching.rs`; here it is the rollout's rules
-//! over several hosts at once.)
+//! results are stored the way the uplink stores them. (Real processes run
+//! a rollout in `tests/patch_rollout.rs` and single runs in
+//! `tests/patching.rs`; here it is the rollout's rules over several hosts.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -7,6 +7,9 @@
 //! six seconds and prints as it goes, one with a normal update, one held
 //! and one whose update needs a package no suite has (kept back). Its
 //! indexes are not fetched: that is control's job (`refresh_inventory`).
+//! [`make_with`] gives the security update another maintainer script (one
+//! that fails, for a broken update); [`publish_security`] adds a later
+//! version, as a vendor publishes a fix.
 //!
 //! [`dnf`] is the same for an rpm root managed with `dnf --installroot`.
 
@@ -30,29 +33,29 @@ pub const REPOSITORY: &[RepoEntry<'_>] = &[
 
 pub const INSTALLED: &[&str] = &["pal-sec", "pal-plain", "pal-held", "pal-kept"];
 
+/// pal-sec 1.1's maintainer script in [`make`]'s repository: six seconds,
+/// printing as it goes.
+pub const SLOW_PREINST: &str =
+    "for i in 1 2 3 4 5 6; do echo \"pal-sec preinst step $i\"; sleep 1; done";
+
+/// A maintainer script that fails, as a broken update's does: dpkg stops
+/// before unpacking and leaves the installed version in place.
+pub const FAILING_PREINST: &str =
+    "echo 'pal-sec preinst: cannot migrate /etc/pal-sec (broken update)' >&2; exit 1";
+
 /// Makes the repository and the managed root under `dir`, with the old
 /// versions installed and pal-held on hold; returns the root.
 pub fn make(dir: &Path) -> PathBuf {
+    make_with(dir, SLOW_PREINST)
+}
+
+/// [`make`], with `security_preinst` as the maintainer script of pal-sec's
+/// security update (1.1).
+pub fn make_with(dir: &Path, security_preinst: &str) -> PathBuf {
     let (build, repo, root) = (dir.join("build"), dir.join("repo"), dir.join("root"));
     std::fs::create_dir_all(&build).expect("mkdir");
     build_repository(&build, &repo, REPOSITORY, suite_fields);
-    let security = build_deb(
-        &build,
-        &Deb {
-            name: "pal-sec",
-            version: "1.1",
-            extra: "",
-            preinst: Some(
-                "for i in 1 2 3 4 5 6; do echo \"pal-sec preinst step $i\"; sleep 1; done",
-            ),
-        },
-    );
-    add_to_suite(
-        &repo,
-        "stable-security",
-        &security,
-        &suite_fields("stable-security"),
-    );
+    publish_security(dir, "1.1", security_preinst);
     make_dpkg_root(&root);
     make_apt_root(&root, &repo, &["stable", "stable-security"]);
     add_shell(&root);
@@ -66,6 +69,46 @@ pub fn make(dir: &Path) -> PathBuf {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     root
+}
+
+/// Publishes pal-sec `version`, with `preinst`, in the security suite of
+/// the repository [`make`] made under `dir`, as a vendor publishes a fix;
+/// the root sees it after its next index refresh.
+pub fn publish_security(dir: &Path, version: &str, preinst: &str) {
+    let deb = build_deb(
+        &dir.join("build"),
+        &Deb {
+            name: "pal-sec",
+            version,
+            extra: "",
+            preinst: Some(preinst),
+        },
+    );
+    add_to_suite(
+        &dir.join("repo"),
+        "stable-security",
+        &deb,
+        &suite_fields("stable-security"),
+    );
+}
+
+/// The version of `package` the dpkg database in `root` says is installed
+/// (None when it is not installed).
+pub fn installed_version(root: &Path, package: &str) -> Option<String> {
+    let out = std::process::Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
+        .args([
+            "--showformat=${db:Status-Status} ${Version}",
+            "--show",
+            package,
+        ])
+        .output()
+        .expect("run dpkg-query");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.strip_prefix("installed ").map(str::to_owned)
 }
 
 /// Starts the agent of `state` managing the packages under `root`.
