@@ -261,6 +261,17 @@ pub fn insert_rollout(tx: &mut Tx<'_>, r: &Rollout) -> Result<bool> {
     Ok(inserted > 0)
 }
 
+/// Whether the policy has a rollout for the window opening `occurrence`.
+pub fn has_rollout_for(tx: &mut Tx<'_>, policy_id: &str, occurrence: Millis) -> Result<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM patch_rollouts WHERE policy_id = $1 AND occurrence = $2",
+            params![policy_id, occurrence],
+            |_| Ok(()),
+        )?
+        .is_some())
+}
+
 pub fn get_rollout(tx: &mut Tx<'_>, id: &str) -> Result<Option<Rollout>> {
     tx.query_opt(
         &format!("SELECT {ROLLOUT_COLUMNS} FROM patch_rollouts WHERE id = $1"),

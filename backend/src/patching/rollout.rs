@@ -299,10 +299,12 @@ pub fn create(
 /// Starts the rollout of every enabled policy whose window is open at
 /// `now` and has none yet. Returns the rollouts made.
 pub async fn schedule(state: &AppState, now: Millis) -> Result<Vec<String>> {
-    state
+    // Read first: most ticks find no window opening without its rollout,
+    // and then take no write transaction.
+    let due: Vec<(Policy, (Millis, Millis))> = state
         .db
-        .write("schedule patch rollouts", move |tx| {
-            let mut made = Vec::new();
+        .read("patch windows open now", move |tx| {
+            let mut due = Vec::new();
             for policy in policy_store::list(tx)? {
                 let Some(window) = policy.window.as_ref().filter(|_| policy.enabled) else {
                     continue;
@@ -314,7 +316,22 @@ pub async fn schedule(state: &AppState, now: Millis) -> Result<Vec<String>> {
                 let Some(open) = schedule.open_at(now) else {
                     continue;
                 };
-                if let Some(id) = create(tx, &policy, Some(open), &Actor::System, None, now)? {
+                if !policy_store::has_rollout_for(tx, &policy.id, open.0)? {
+                    due.push((policy, open));
+                }
+            }
+            Ok(due)
+        })
+        .await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    state
+        .db
+        .write("schedule patch rollouts", move |tx| {
+            let mut made = Vec::new();
+            for (policy, open) in &due {
+                if let Some(id) = create(tx, policy, Some(*open), &Actor::System, None, now)? {
                     tracing::info!(policy = %policy.name, rollout_id = %id, "maintenance window opened: rollout started");
                     made.push(id);
                 }
