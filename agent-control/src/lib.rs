@@ -1,9 +1,12 @@
 //! The control process of the Palisade agent (`palisade-agent-control`).
 //!
 //! It runs the commands the backend signs: `ping`, `restart_service` (one
-//! systemd unit), `refresh_inventory` (the package indexes),
-//! `upgrade_packages` ([`upgrade`]: apt or dnf, a dry run or the real
-//! upgrade, output streamed while it runs) and `cancel` (stops a running
+//! systemd service or socket that does not change the system's state),
+//! `reboot` (scheduled through systemd's `shutdown`), `refresh_inventory`
+//! (the package indexes), `upgrade_packages` ([`upgrade`]: apt or dnf, a
+//! dry run or the real upgrade, output streamed while it runs; after a real
+//! one, whether the host needs a reboot and which services still run
+//! replaced files, [`after_upgrade`]) and `cancel` (stops a running
 //! command); see [`exec`]. The package manager acts on the system at the
 //! package root the agent was started with (`/` on a host; see
 //! [`palisade_agent_sys::package_root`]).
@@ -46,6 +49,7 @@ use palisade_proto::msg::{CommandAction, ControlPin, FromChild, MAX_STRING, Role
 use palisade_proto::pb;
 use tokio::sync::{mpsc, watch};
 
+pub mod after_upgrade;
 pub mod exec;
 pub mod process;
 pub mod seen;
@@ -303,8 +307,8 @@ impl ChildHandler for Control {
                 error: one_line(&outcome.error),
                 changes: outcome.changes,
                 streamed_bytes: outcome.streamed_bytes,
-                reboot_required: None,
-                restarts: Vec::new(),
+                reboot_required: outcome.reboot_required,
+                restarts: outcome.restarts,
             })
         }
     }

@@ -17,6 +17,11 @@
 //! changes nothing, so its changes are what apt's simulation says it would
 //! do ([`palisade_packages::deb::simulate`]).
 //!
+//! **What is left to do** after a real run, whatever its status (a failed
+//! or stopped run may have changed packages too): whether the host needs a
+//! reboot and which services still run files it replaced, read by
+//! [`crate::after_upgrade`] and said in the output as well.
+//!
 //! **Another root**: when the agent manages a root other than `/`
 //! ([`palisade_agent_sys::package_root`]), apt is pointed at it with its own
 //! options (`Dir`, the status file, dpkg's `--root`/`--admindir`/`--log`),
@@ -55,6 +60,7 @@ use palisade_proto::upgrade::{MAX_OUTPUT_PIECE, Upgrade};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::after_upgrade;
 use crate::process::{self, Ended, Program, Sink};
 
 /// How long a stopped package manager has between SIGINT and SIGKILL:
@@ -87,15 +93,31 @@ pub struct UpgradeOutcome {
     pub exit_code: i32,
     pub error: String,
     pub changes: Vec<pb::PackageChange>,
+    /// A real run: whether the host needs a reboot after it (`None`: cannot
+    /// tell, or a dry run).
+    pub reboot_required: Option<bool>,
+    /// A real run: services still running files it replaced.
+    pub restarts: Vec<pb::ServiceRestart>,
 }
 
 impl UpgradeOutcome {
+    fn succeeded() -> UpgradeOutcome {
+        UpgradeOutcome {
+            status: pb::CommandStatus::Succeeded,
+            exit_code: 0,
+            error: String::new(),
+            changes: Vec::new(),
+            reboot_required: None,
+            restarts: Vec::new(),
+        }
+    }
+
     fn failed(error: impl Into<String>) -> UpgradeOutcome {
         UpgradeOutcome {
             status: pb::CommandStatus::Failed,
             exit_code: -1,
             error: error.into(),
-            changes: Vec::new(),
+            ..UpgradeOutcome::succeeded()
         }
     }
 }
@@ -272,12 +294,7 @@ pub async fn refresh_index(
         ));
     };
     let ended = step(&program, &args, deadline, &stop, stream, None).await;
-    unless_succeeded(ended, what).unwrap_or(UpgradeOutcome {
-        status: pb::CommandStatus::Succeeded,
-        exit_code: 0,
-        error: String::new(),
-        changes: Vec::new(),
-    })
+    unless_succeeded(ended, what).unwrap_or_else(UpgradeOutcome::succeeded)
 }
 
 /// Installed versions by (name, architecture).
@@ -383,12 +400,7 @@ async fn apt(
     args.extend(apt_upgrade_args(upgrade));
     let mut copy = process::Capped::new(MAX_SIMULATION_OUTPUT);
     let ended = step(&apt_get, &args, deadline, &stop, stream, Some(&mut copy)).await;
-    let mut outcome = unless_succeeded(ended, "apt-get").unwrap_or(UpgradeOutcome {
-        status: pb::CommandStatus::Succeeded,
-        exit_code: 0,
-        error: String::new(),
-        changes: Vec::new(),
-    });
+    let mut outcome = unless_succeeded(ended, "apt-get").unwrap_or_else(UpgradeOutcome::succeeded);
     if upgrade.dry_run {
         if outcome.status == pb::CommandStatus::Succeeded {
             match simulate::parse(&String::from_utf8_lossy(&copy.bytes)) {
@@ -401,7 +413,9 @@ async fn apt(
         }
     } else {
         let after = dpkg_versions(root);
-        record_changes(&mut outcome, &before, after, stream).await;
+        record_changes(&mut outcome, &before, &after, stream).await;
+        let reboot = after_upgrade::dpkg_reboot(root, Path::new(after_upgrade::PROC));
+        record_aftermath(&mut outcome, reboot, root, stream).await;
     }
     outcome
 }
@@ -553,12 +567,7 @@ async fn dnf(
         "dnf upgrade"
     };
     let ended = step(&dnf, &args, deadline, &stop, stream, Some(&mut copy)).await;
-    let mut outcome = unless_succeeded(ended, what).unwrap_or(UpgradeOutcome {
-        status: pb::CommandStatus::Succeeded,
-        exit_code: 0,
-        error: String::new(),
-        changes: Vec::new(),
-    });
+    let mut outcome = unless_succeeded(ended, what).unwrap_or_else(UpgradeOutcome::succeeded);
     if upgrade.dry_run {
         if outcome.status == pb::CommandStatus::Succeeded {
             let read = if copy.truncated {
@@ -579,7 +588,9 @@ async fn dnf(
         }
     } else {
         let after = rpm_versions(root, Instant::now() + REREAD_TIMEOUT, &stop).await;
-        record_changes(&mut outcome, &before, after, stream).await;
+        record_changes(&mut outcome, &before, &after, stream).await;
+        let reboot = after_upgrade::rpm_reboot(after.as_ref(), Path::new(after_upgrade::PROC));
+        record_aftermath(&mut outcome, reboot, root, stream).await;
     }
     outcome
 }
@@ -689,7 +700,7 @@ fn unless_succeeded(ended: Result<Ended, String>, what: &str) -> Option<UpgradeO
         status,
         exit_code,
         error,
-        changes: Vec::new(),
+        ..UpgradeOutcome::succeeded()
     })
 }
 
@@ -699,11 +710,11 @@ fn unless_succeeded(ended: Result<Ended, String>, what: &str) -> Option<UpgradeO
 async fn record_changes(
     outcome: &mut UpgradeOutcome,
     before: &Versions,
-    after: Result<Versions, String>,
+    after: &Result<Versions, String>,
     stream: &mut Stream,
 ) {
     match after {
-        Ok(after) => outcome.changes = changes(before, &after),
+        Ok(after) => outcome.changes = changes(before, after),
         Err(e) => {
             stream
                 .note(&format!("# cannot tell what changed: {e}"))
@@ -716,6 +727,40 @@ async fn record_changes(
     stream
         .note(&format!("# {} packages changed", outcome.changes.len()))
         .await;
+}
+
+/// Puts what a real run left to do into `outcome` (whether the host needs
+/// a reboot, which services still run replaced files; see
+/// [`crate::after_upgrade`]) and says it in the output. Whatever happens
+/// here, the command's status stays what the run made it.
+async fn record_aftermath(
+    outcome: &mut UpgradeOutcome,
+    reboot: after_upgrade::RebootStatus,
+    root: &Path,
+    stream: &mut Stream,
+) {
+    for problem in &reboot.problems {
+        stream.note(&format!("# reboot check: {problem}")).await;
+    }
+    match reboot.required {
+        Some(true) => {
+            stream
+                .note(&format!("# reboot required: {}", reboot.reasons.join("; ")))
+                .await;
+        }
+        Some(false) => stream.note("# no reboot required").await,
+        None => {
+            stream
+                .note("# cannot tell whether a reboot is required")
+                .await;
+        }
+    }
+    outcome.reboot_required = reboot.required;
+    let scan = after_upgrade::scan(PathBuf::from(after_upgrade::PROC), root.to_owned()).await;
+    for note in scan.notes() {
+        stream.note(&note).await;
+    }
+    outcome.restarts = scan.to_wire();
 }
 
 /// What differs between two readings of the database.

@@ -34,6 +34,8 @@
 //!   with each update's advisories and security classification;
 //! - [`reboot`]: whether the running kernel is the newest installed of its
 //!   flavour, and which deleted files a process still maps;
+//! - [`restart`]: which unit a process belongs to (its cgroup), and the
+//!   services to restart because they still map files an upgrade replaced;
 //! - [`inventory`]: a host's packages and updates in one shape for apt and
 //!   dnf hosts, and the deltas the agent uploads instead of the whole.
 //!
@@ -54,4 +56,5 @@ pub struct NamedFile {
 pub mod deb;
 pub mod inventory;
 pub mod reboot;
+pub mod restart;
 pub mod rpm;

@@ -18,12 +18,15 @@
 //!
 //! **Flag file.** Debian and Ubuntu packages ask for a reboot by creating
 //! `/run/reboot-required` (and list themselves in
-//! `/run/reboot-required.pkgs`).
+//! `/run/reboot-required.pkgs`). The reasons are worded once here
+//! ([`KernelVerdict::reason`], [`flag_reason`]) for whoever reports them.
 //!
 //! **Deleted libraries.** A process still mapping a library or executable
 //! that an upgrade replaced keeps running the old code: its
 //! `/proc/<pid>/maps` lists the file as `(deleted)`. The service needs a
-//! restart, not the host; the collector reads the maps it may read.
+//! restart, not the host. Agent control reads the maps after an upgrade
+//! (the collector may not read other users' processes); the services to
+//! restart are made of them in [`crate::restart`].
 
 use crate::deb::{InstalledPackage, Version as DebVersion};
 use crate::rpm::{Evr, InstalledRpm};
@@ -80,6 +83,38 @@ impl KernelVerdict {
             self,
             KernelVerdict::NewerInstalled { .. } | KernelVerdict::Rebuilt { .. }
         )
+    }
+
+    /// Why the kernel asks for a reboot, in words; `None` when it does not
+    /// (or when nothing can be said).
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            KernelVerdict::NewerInstalled { release, version } => {
+                Some(format!("newer kernel {release} ({version}) installed"))
+            }
+            KernelVerdict::Rebuilt { running, installed } => Some(format!(
+                "the running kernel's package was rebuilt ({running} running, {installed} installed)"
+            )),
+            KernelVerdict::Current | KernelVerdict::Unknown { .. } => None,
+        }
+    }
+}
+
+/// Where Debian's and Ubuntu's package scripts ask for a reboot (and list
+/// themselves in `.pkgs`), under the system's root.
+pub const REBOOT_REQUIRED_FLAG: &str = "/run/reboot-required";
+
+/// The reason `/run/reboot-required` gives, with the packages
+/// `/run/reboot-required.pkgs` names (`pkgs`: its text, when it exists),
+/// sorted and each once.
+pub fn flag_reason(pkgs: Option<&str>) -> String {
+    let mut names: Vec<&str> = pkgs.unwrap_or_default().split_whitespace().collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        format!("{REBOOT_REQUIRED_FLAG} exists")
+    } else {
+        format!("{REBOOT_REQUIRED_FLAG} exists (for {})", names.join(", "))
     }
 }
 
@@ -423,6 +458,26 @@ mod tests {
             ),
             KernelVerdict::Unknown { .. }
         ));
+    }
+
+    #[test]
+    fn reasons_in_words() {
+        let newer = KernelVerdict::NewerInstalled {
+            release: "6.1.0-20-amd64".into(),
+            version: "6.1.85-1".into(),
+        };
+        assert_eq!(
+            newer.reason().as_deref(),
+            Some("newer kernel 6.1.0-20-amd64 (6.1.85-1) installed")
+        );
+        assert_eq!(KernelVerdict::Current.reason(), None);
+        assert_eq!(KernelVerdict::Unknown { reason: "x".into() }.reason(), None);
+        assert_eq!(flag_reason(None), "/run/reboot-required exists");
+        assert_eq!(flag_reason(Some(" \n")), "/run/reboot-required exists");
+        assert_eq!(
+            flag_reason(Some("linux-image-6.1.0-20-amd64\nlibc6\nlibc6\n")),
+            "/run/reboot-required exists (for libc6, linux-image-6.1.0-20-amd64)"
+        );
     }
 
     #[test]

@@ -495,7 +495,7 @@ pub const PRIVILEGED_DENY: &[Syscall] = &[
     ),
     any(
         sys!(SYS_reboot),
-        "reboot/halt: a signed reboot command asks systemd (`systemctl reboot`), whose PID 1 makes the call outside this filter",
+        "reboot/halt: a signed reboot command asks systemd (`shutdown -r`), whose PID 1 makes the call outside this filter",
     ),
     any(sys!(SYS_swapon), "changing swap"),
     any(sys!(SYS_swapoff), "changing swap"),

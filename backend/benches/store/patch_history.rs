@@ -445,6 +445,8 @@ fn result(
         finished_at,
         changes,
         streamed_bytes,
+        reboot_required: None,
+        restarts: Vec::new(),
     }
 }
 

@@ -235,6 +235,9 @@ fn fill(w: &World, path: &str) -> String {
         // No run exists: a caller who may act finds none (404), one who may
         // not is refused before that.
         "00000000-0000-4000-8000-00000000beef".to_owned()
+    } else if path.contains("/patch-policies/{id}") || path.contains("/patch-rollouts/{id}") {
+        // None exists: as for patch runs.
+        "00000000-0000-4000-8000-00000000cafe".to_owned()
     } else if path.contains("/passkeys/{id}") {
         // Passkeys are only one's own: see `identity::passkey_tests`.
         "00000000-0000-4000-8000-000000000000".to_owned()
@@ -275,6 +278,13 @@ fn body(w: &World, method: &Method, path: &str) -> Option<String> {
             format!(r#"{{"host_id":"{HOST_B}","selection":{{"kind":"all"}}}}"#)
         }
         ("POST", "/hosts/{id}/patch") => "selection=all&approval=any".to_owned(),
+        ("POST", "/hosts/{id}/reboot") => "delay_minutes=1&message=".to_owned(),
+        ("POST", "/api/v1/patch-policies") | ("PUT", "/api/v1/patch-policies/{id}") => format!(
+            r#"{{"name":"weekly","host_ids":["{HOST_B}"],"selection":{{"kind":"security"}}}}"#
+        ),
+        ("POST", "/patch-policies") => {
+            format!("name=weekly&host_ids={HOST_B}&selection=security&approval=other_user")
+        }
         ("POST", "/users") => "username=eve&role=admin".to_owned(),
         ("POST", "/login") => format!("username=root&password={}", PASSWORD.replace(' ', "+")),
         ("POST", "/users/{id}/roles") => "role=admin&host_group_id=".to_owned(),
@@ -326,6 +336,11 @@ fn body(w: &World, method: &Method, path: &str) -> Option<String> {
         | ("POST", "/api/v1/patch-runs/{id}/cancel")
         | ("POST", "/patch-runs/{id}/approve")
         | ("POST", "/patch-runs/{id}/cancel")
+        | ("POST", "/api/v1/patch-policies/{id}/run")
+        | ("POST", "/patch-policies/{id}/run")
+        | ("POST", "/patch-policies/{id}/delete")
+        | ("POST", "/api/v1/patch-rollouts/{id}/cancel")
+        | ("POST", "/patch-rollouts/{id}/cancel")
         | ("POST", "/logout") => return None,
         (m, p) => panic!("no example body for {m} {p}: add one to access::tests::body"),
     };

@@ -1,10 +1,15 @@
 //! The command API:
 //!
 //! - `POST /api/v1/hosts/{id}/commands`: issue a command (body: see
-//!   [`super::parse_request`]); admins and operators only (an API token
-//!   counts as an admin until tokens get scopes). Answers 202 with the
-//!   command, `status` `pending` (the agent is offline; it goes out when the
-//!   agent connects) or `delivered` (handed to the agent's connection).
+//!   [`super::parse_request`]). Each type needs its permission for the
+//!   host's group ([`permission_for`]): `ping` `commands:create`,
+//!   `restart_service` `services:restart`, `refresh_inventory`
+//!   `packages:refresh`, `reboot` `hosts:reboot`. The route is declared
+//!   with all of them, and `services:restart` and `hosts:reboot` are
+//!   dangerous, so a browser session must have re-authenticated recently.
+//!   Answers 202 with the command, `status` `pending` (the agent is
+//!   offline; it goes out when the agent connects) or `delivered` (handed
+//!   to the agent's connection).
 //! - `GET /api/v1/hosts/{id}/commands?limit=N`: a host's commands, newest first.
 //! - `GET /api/v1/commands/{id}`: one command and its result.
 //!
@@ -36,6 +41,7 @@ const ISSUERS: &[Permission] = &[
     Permission::CommandsCreate,
     Permission::ServicesRestart,
     Permission::PackagesRefresh,
+    Permission::HostsReboot,
 ];
 
 /// The permission a command of `kind` needs.
@@ -75,10 +81,12 @@ pub fn routes() -> Routes {
 pub struct CommandJson {
     id: String,
     host_id: String,
-    /// `ping`, `restart_service` or `refresh_inventory`.
+    /// `ping`, `restart_service`, `refresh_inventory`, `reboot`, or one of
+    /// a patch run's `upgrade_packages` and `cancel`.
     #[serde(rename = "type")]
     kind: &'static str,
-    /// The request: `{"type": ...}` and, for `restart_service`, `"unit"`.
+    /// The request: `{"type": ...}` and, for `restart_service`, `"unit"`;
+    /// for `reboot`, `"delay_minutes"` and `"message"`.
     #[schema(value_type = Object)]
     payload: serde_json::Value,
     /// `user:<name>` or `api-token:<id>`.
@@ -136,11 +144,23 @@ pub struct ListQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct CommandRequestJson {
-    /// `ping`, `restart_service` or `refresh_inventory`.
+    /// `ping` (needs `commands:create`), `restart_service`
+    /// (`services:restart`), `refresh_inventory` (`packages:refresh`) or
+    /// `reboot` (`hosts:reboot`).
     #[serde(rename = "type")]
     kind: String,
-    /// The unit to restart (`restart_service` only), e.g. `nginx.service`.
+    /// The unit to restart (`restart_service` only), e.g. `nginx.service`:
+    /// a `.service` or `.socket`, never a target nor a unit that changes the
+    /// system's state (`systemd-reboot.service`, `rescue.service`...).
     unit: Option<String>,
+    /// Minutes until the host reboots (`reboot` only): 0 to 1440, and 1
+    /// when absent. Logged-in users are warned meanwhile; `shutdown -c` on
+    /// the host cancels it.
+    delay_minutes: Option<u32>,
+    /// The warning logged-in users see (`reboot` only): at most 200 bytes,
+    /// no control characters; default "Reboot requested through
+    /// Palisade", empty for systemd's own words.
+    message: Option<String>,
     /// 1 to 86400; default 300.
     expires_in_secs: Option<u64>,
 }
@@ -152,7 +172,7 @@ pub struct CommandRequestJson {
     responses((status = 202, description = "stored, and delivered if the agent is online", body = CommandJson),
               (status = 400, description = "the body is not a valid command"),
               (status = 401, description = "no valid session or API token"),
-              (status = 403, description = "the caller may not issue commands"),
+              (status = 403, description = "the caller may not issue this command to this host, or a session must re-authenticate first"),
               (status = 404, description = "no such host"),
               (status = 409, description = "the host is revoked")),
     security(("bearer" = []), ("session" = [])))]
@@ -163,13 +183,28 @@ async fn create_command(
     Path(host_id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CommandJson>), WebError> {
-    let now = crate::now_millis();
     let request = super::parse_request(&body).map_err(|e| WebError::BadRequest(e.0))?;
+    let row = issue_for_caller(&state, &caller, request_id, host_id, &request).await?;
+    Ok((StatusCode::ACCEPTED, Json(row.into())))
+}
+
+/// Issues `request` to the host `host_id` for `caller`: the host must be one
+/// they see, and they must hold the permission the command's type needs
+/// for its group (a refusal is audited); a revoked host gets nothing. The
+/// API and the host page's forms both come through here.
+pub(crate) async fn issue_for_caller(
+    state: &AppState,
+    caller: &Caller,
+    request_id: RequestId,
+    host_id: String,
+    request: &super::CommandRequest,
+) -> Result<CommandRow, WebError> {
+    let now = crate::now_millis();
     let needed = permission_for(CommandKind::of(&request.action));
     // The host must be one the caller sees at all; then the command's own
     // permission for its group. A refusal is audited.
     let host =
-        crate::hosts::api::visible_host(&state, &caller, host_id, Permission::HostsRead).await?;
+        crate::hosts::api::visible_host(state, caller, host_id, Permission::HostsRead).await?;
     if !caller.may(needed, host.group_id()) {
         tracing::info!(
             permission = needed.name(),
@@ -204,8 +239,7 @@ async fn create_command(
         user_agent: caller.client.user_agent.clone(),
         request_id: request_id.to_string(),
     };
-    let row = super::issue(&state, &host.id, &request, requester, now).await?;
-    Ok((StatusCode::ACCEPTED, Json(row.into())))
+    Ok(super::issue(state, &host.id, request, requester, now).await?)
 }
 
 /// A host's commands, newest first.
@@ -350,6 +384,32 @@ mod tests {
             .await
         }
 
+        /// A token holding exactly `permissions` for every host.
+        async fn token_holding(&self, permissions: &[&str]) -> String {
+            let (token, _) = testing::token_with(
+                &self.state,
+                testing::TokenSpec {
+                    name: "narrow",
+                    permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+                    ..testing::TokenSpec::default()
+                },
+            )
+            .await;
+            token
+        }
+
+        async fn post_bearer(&self, token: &str, body: &str) -> (StatusCode, Value) {
+            self.send(
+                Request::post(format!("/api/v1/hosts/{AGENT}/commands"))
+                    .header(header::HOST, HOST)
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body.to_owned()))
+                    .expect("request"),
+            )
+            .await
+        }
+
         async fn post_with_session(&self, cookie: &str, body: &str) -> (StatusCode, Value) {
             self.send(
                 Request::post(format!("/api/v1/hosts/{AGENT}/commands"))
@@ -421,7 +481,7 @@ mod tests {
     #[tokio::test]
     async fn bad_bodies_and_unknown_hosts_are_refused_before_anything_is_stored() {
         let f = Fixture::new().await;
-        let (status, body) = f.post_with_token(AGENT, r#"{"type":"reboot"}"#).await;
+        let (status, body) = f.post_with_token(AGENT, r#"{"type":"poweroff"}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
             body["error"]
@@ -447,6 +507,211 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = f.get_with_token("/api/v1/commands/nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(f.host_commands().await.is_empty());
+        assert!(testing::audit(&f.state, 10).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reboot_needs_hosts_reboot_for_the_host_and_is_signed_and_audited() {
+        let f = Fixture::new().await;
+        const REBOOT: &str = r#"{"type":"reboot","delay_minutes":5,"message":"kernel 6.12"}"#;
+
+        // May restart services, may not reboot: refused by the handler for
+        // this host, and audited.
+        let restarter = f.token_holding(&["hosts:read", "services:restart"]).await;
+        let (status, body) = f.post_bearer(&restarter, REBOOT).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let denied = testing::audit(&f.state, 10).await;
+        assert_eq!(denied.len(), 1, "{denied:?}");
+        assert_eq!(denied[0].action, Action::CommandCreate);
+        assert_eq!(denied[0].outcome, Outcome::Denied);
+        assert_eq!(denied[0].target.as_deref(), Some(AGENT));
+        assert_eq!(denied[0].details["permission"], "hosts:reboot");
+        assert!(f.host_commands().await.is_empty());
+
+        // hosts:reboot alone reaches the route; it does not make a ping.
+        let rebooter = f.token_holding(&["hosts:read", "hosts:reboot"]).await;
+        let (status, body) = f.post_bearer(&rebooter, r#"{"type":"ping"}"#).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, body) = f.post_bearer(&rebooter, REBOOT).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["type"], "reboot");
+        assert_eq!(
+            body["payload"],
+            serde_json::json!({ "type": "reboot", "delay_minutes": 5, "message": "kernel 6.12" })
+        );
+        let stored = f.host_commands().await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].kind, CommandKind::Reboot);
+        let command = decode_command(&stored[0].command_bytes).expect("a valid command");
+        assert_eq!(
+            command.action,
+            CommandAction::Reboot {
+                delay_minutes: 5,
+                message: "kernel 6.12".into()
+            }
+        );
+        let key = UnparsedPublicKey::new(&ED25519, f.state.pki.signing_public_key());
+        key.verify(
+            &command_signing_message(&stored[0].command_bytes),
+            &stored[0].signature,
+        )
+        .expect("signed by the backend's key");
+        let audit = testing::audit(&f.state, 10).await;
+        let created = audit
+            .iter()
+            .find(|e| e.action == Action::CommandCreate && e.outcome == Outcome::Success)
+            .expect("the reboot is audited");
+        assert_eq!(created.target.as_deref(), Some(AGENT));
+        assert_eq!(created.details["command"]["type"], "reboot");
+        assert_eq!(created.details["command"]["delay_minutes"], 5);
+        assert_eq!(created.details["command_id"], stored[0].id.as_str());
+
+        // A bad reboot is a 400 before anything is stored.
+        for bad in [
+            r#"{"type":"reboot","delay_minutes":1441}"#,
+            r#"{"type":"reboot","message":"ab"}"#,
+        ] {
+            let (status, body) = f.post_bearer(&rebooter, bad).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        }
+        assert_eq!(f.host_commands().await.len(), 1);
+
+        // A browser session must have proved itself again recently: the
+        // operator's stale session is told to re-authenticate.
+        let otto = testing::create_user(&f.state, "otto", "pw", "operator").await;
+        let cookie = crate::secrets::random_urlsafe(32).expect("random");
+        let now = crate::now_millis();
+        let stale = crate::identity::NewSession {
+            id_hash: crate::secrets::hash_secret(&cookie),
+            user_id: otto.id,
+            created_at: now - 30 * 60_000,
+            expires_at: now + 3_600_000,
+            source_ip: "192.0.2.7".into(),
+            user_agent: "test".into(),
+        };
+        f.state
+            .db
+            .write("stale session", move |tx| {
+                crate::identity::store::create_session(tx, &stale)
+            })
+            .await
+            .expect("session");
+        let (status, body) = f.post_with_session(&cookie, REBOOT).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(
+            body["error"],
+            crate::access::caller::REAUTH_NEEDED,
+            "{body}"
+        );
+        assert_eq!(f.host_commands().await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_host_page_offers_a_reboot_form_to_those_who_may() {
+        let f = Fixture::new().await;
+        let page = |cookie: String| {
+            let app = f.app.clone();
+            async move {
+                testing::send(
+                    &app,
+                    Request::get(format!("/hosts/{AGENT}"))
+                        .header(header::HOST, HOST)
+                        .header(header::COOKIE, format!("{SESSION_COOKIE}={cookie}"))
+                        .body(Body::empty())
+                        .expect("request"),
+                )
+                .await
+            }
+        };
+        let form_action = format!("action=\"/hosts/{AGENT}/reboot\"");
+        let viewer = f.session("vera", "viewer").await;
+        let seen = page(viewer.clone()).await;
+        assert_eq!(seen.status, StatusCode::OK);
+        assert!(!seen.body.contains(&form_action), "{}", seen.body);
+        let operator = f.session("otto", "operator").await;
+        let seen = page(operator.clone()).await;
+        assert!(seen.body.contains(&form_action), "{}", seen.body);
+
+        // The viewer's post is refused by the route, and audited there.
+        let reply = testing::send(
+            &f.app,
+            testing::post_form(
+                &format!("/hosts/{AGENT}/reboot"),
+                Some(ORIGIN),
+                Some(&viewer),
+                "delay_minutes=5&message=x",
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        assert!(f.host_commands().await.is_empty());
+
+        for bad in ["delay_minutes=&message=x", "delay_minutes=1441&message=x"] {
+            let reply = testing::send(
+                &f.app,
+                testing::post_form(
+                    &format!("/hosts/{AGENT}/reboot"),
+                    Some(ORIGIN),
+                    Some(&operator),
+                    bad,
+                ),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let reply = testing::send(
+            &f.app,
+            testing::post_form(
+                &format!("/hosts/{AGENT}/reboot"),
+                Some(ORIGIN),
+                Some(&operator),
+                "delay_minutes=5&message=kernel+6.12%3B+back+soon",
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+        assert_eq!(
+            reply.header(header::LOCATION),
+            format!("/hosts/{AGENT}#commands")
+        );
+        let stored = f.host_commands().await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].requested_by, Actor::User("otto".into()));
+        assert_eq!(
+            decode_command(&stored[0].command_bytes)
+                .expect("valid")
+                .action,
+            CommandAction::Reboot {
+                delay_minutes: 5,
+                message: "kernel 6.12; back soon".into()
+            }
+        );
+        assert!(page(operator).await.body.contains("reboot in 5 min"));
+    }
+
+    #[tokio::test]
+    async fn restarting_a_unit_that_changes_the_system_state_is_a_bad_request() {
+        let f = Fixture::new().await;
+        for unit in [
+            "reboot.target",
+            "poweroff.target",
+            "ctrl-alt-del.target",
+            "rescue.target",
+            "systemd-reboot.service",
+            "systemd-poweroff.service",
+            "emergency.service",
+        ] {
+            let body = format!(r#"{{"type":"restart_service","unit":"{unit}"}}"#);
+            let (status, reply) = f.post_with_token(AGENT, &body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{unit}: {reply}");
+            assert!(
+                reply["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("invalid unit")),
+                "{unit}: {reply}"
+            );
+        }
         assert!(f.host_commands().await.is_empty());
         assert!(testing::audit(&f.state, 10).await.is_empty());
     }

@@ -24,7 +24,8 @@
 
 use palisade_proto::frame::encode_body;
 use palisade_proto::msg::{
-    CommandAction, TypedCommand, command_signing_message, validate_unit_name,
+    CommandAction, MAX_REBOOT_DELAY_MINUTES, TypedCommand, command_signing_message,
+    validate_reboot, validate_unit_name,
 };
 use palisade_proto::pb;
 
@@ -205,6 +206,11 @@ pub struct CommandRow {
     pub output_bytes: u64,
     /// Streamed output beyond [`MAX_STREAMED_OUTPUT`] was dropped.
     pub output_truncated: bool,
+    /// A real `upgrade_packages`: whether the host needs a reboot after it
+    /// (`None`: not said).
+    pub reboot_required: Option<bool>,
+    /// A real `upgrade_packages`: services still running files it replaced.
+    pub restarts: Vec<Restart>,
 }
 
 /// One package an upgrade changed (or, in a dry run, would change). An
@@ -233,6 +239,38 @@ impl PackageChange {
     }
 }
 
+/// A service still running files an upgrade replaced (it runs the old code
+/// until restarted), or a process outside any service. Read by agent
+/// control from `/proc` after a real upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Restart {
+    /// The process's systemd unit: a service (`nginx.service`), a scope
+    /// (`session-3.scope`) or a user's unit named with its manager
+    /// (`user@1000.service/pipewire.service`); `None` outside any unit.
+    pub unit: Option<String>,
+    pub pids: Vec<u32>,
+    /// The replaced files its processes map.
+    pub files: Vec<String>,
+}
+
+impl Restart {
+    pub fn from_wire(r: &pb::ServiceRestart) -> Restart {
+        Restart {
+            unit: (!r.unit.is_empty()).then(|| r.unit.clone()),
+            pids: r.pids.clone(),
+            files: r.files.clone(),
+        }
+    }
+
+    /// The system service a `restart_service` command could restart, when
+    /// the unit is one (not a scope, not a user's unit).
+    pub fn service(&self) -> Option<&str> {
+        self.unit
+            .as_deref()
+            .filter(|u| u.ends_with(".service") && !u.contains('/'))
+    }
+}
+
 /// Most streamed output kept per command: beyond it, pieces are dropped and
 /// the command's output is marked truncated (a runaway package script must
 /// not fill the database).
@@ -253,6 +291,10 @@ pub struct CommandResult {
     pub changes: Vec<PackageChange>,
     /// Bytes of output streamed as `CommandOutput` while it ran.
     pub streamed_bytes: u64,
+    /// A real `upgrade_packages`: whether the host needs a reboot after it.
+    pub reboot_required: Option<bool>,
+    /// A real `upgrade_packages`: services still running files it replaced.
+    pub restarts: Vec<Restart>,
 }
 
 impl CommandResult {
@@ -277,6 +319,8 @@ impl CommandResult {
             finished_at: r.finished_at_unix_ms,
             changes: r.changes.iter().map(PackageChange::from_wire).collect(),
             streamed_bytes: r.streamed_bytes,
+            reboot_required: r.reboot_required,
+            restarts: r.restarts.iter().map(Restart::from_wire).collect(),
         })
     }
 }
@@ -311,6 +355,12 @@ pub const DEFAULT_EXPIRES_IN_SECS: u64 = 300;
 pub const MAX_EXPIRES_IN_SECS: u64 = 24 * 60 * 60;
 /// Largest request body accepted.
 pub const MAX_REQUEST_BYTES: usize = 4096;
+/// A reboot's delay when the request names none: a minute, so that the
+/// agent's result reaches the backend before the host goes down and
+/// logged-in users get a warning.
+pub const DEFAULT_REBOOT_DELAY_MINUTES: u32 = 1;
+/// A reboot's warning to logged-in users when the request names none.
+pub const DEFAULT_REBOOT_MESSAGE: &str = "Reboot requested through Palisade";
 /// Commands handed to a connection at once when an agent connects (the
 /// connection's queue holds 64).
 const DELIVERY_BATCH: u32 = 32;
@@ -368,9 +418,15 @@ fn shorten(text: &str, max: usize) -> String {
 }
 
 /// Parses the JSON body of `POST /api/v1/hosts/{id}/commands`:
-/// `{"type":"ping"}`, `{"type":"restart_service","unit":"nginx.service"}`,
-/// `{"type":"refresh_inventory"}`, each with an optional `"expires_in_secs"`
-/// (1 to [`MAX_EXPIRES_IN_SECS`], default [`DEFAULT_EXPIRES_IN_SECS`]).
+/// `{"type":"ping"}`, `{"type":"restart_service","unit":"nginx.service"}`
+/// (a unit [`validate_unit_name`] accepts: no target, no unit that changes
+/// the system's state), `{"type":"refresh_inventory"}`,
+/// `{"type":"reboot","delay_minutes":5,"message":"..."}` (0 to
+/// [`MAX_REBOOT_DELAY_MINUTES`] minutes, default
+/// [`DEFAULT_REBOOT_DELAY_MINUTES`]; a message as [`validate_reboot`]
+/// accepts, default [`DEFAULT_REBOOT_MESSAGE`], empty for systemd's own
+/// warning), each with an optional `"expires_in_secs"` (1 to
+/// [`MAX_EXPIRES_IN_SECS`], default [`DEFAULT_EXPIRES_IN_SECS`]).
 /// Unknown fields are refused. The error is a sentence for the client.
 pub fn parse_request(body: &[u8]) -> Result<CommandRequest, RequestError> {
     let refuse = |message: String| RequestError(message);
@@ -384,7 +440,7 @@ pub fn parse_request(body: &[u8]) -> Result<CommandRequest, RequestError> {
     let object = value
         .as_object()
         .ok_or_else(|| refuse("the body must be a JSON object".to_owned()))?;
-    const TYPES: &str = "ping, restart_service or refresh_inventory";
+    const TYPES: &str = "ping, restart_service, refresh_inventory or reboot";
     let kind = match object.get("type") {
         Some(serde_json::Value::String(kind)) => kind.as_str(),
         _ => return Err(refuse(format!("\"type\" is required: {TYPES}"))),
@@ -392,6 +448,7 @@ pub fn parse_request(body: &[u8]) -> Result<CommandRequest, RequestError> {
     let allowed: &[&str] = match kind {
         "ping" | "refresh_inventory" => &["type", "expires_in_secs"],
         "restart_service" => &["type", "unit", "expires_in_secs"],
+        "reboot" => &["type", "delay_minutes", "message", "expires_in_secs"],
         // These carry a whole approval flow (dry run, plan, approval,
         // cancellation): a bare command would bypass it.
         "upgrade_packages" | "cancel" => {
@@ -426,6 +483,7 @@ pub fn parse_request(body: &[u8]) -> Result<CommandRequest, RequestError> {
     let action = match kind {
         "ping" => CommandAction::Ping,
         "refresh_inventory" => CommandAction::RefreshInventory,
+        "reboot" => reboot_action(object)?,
         _ => {
             let unit = match object.get("unit") {
                 Some(serde_json::Value::String(unit)) => unit,
@@ -442,6 +500,44 @@ pub fn parse_request(body: &[u8]) -> Result<CommandRequest, RequestError> {
     Ok(CommandRequest {
         action,
         expires_in_secs,
+    })
+}
+
+/// The reboot a request's object asks for (its type already checked).
+fn reboot_action(
+    object: &serde_json::Map<String, serde_json::Value>,
+) -> Result<CommandAction, RequestError> {
+    let delay_minutes = match object.get("delay_minutes") {
+        None | Some(serde_json::Value::Null) => DEFAULT_REBOOT_DELAY_MINUTES,
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n <= MAX_REBOOT_DELAY_MINUTES)
+            .ok_or_else(|| {
+                RequestError(format!(
+                    "\"delay_minutes\" must be a whole number from 0 to {MAX_REBOOT_DELAY_MINUTES}"
+                ))
+            })?,
+    };
+    let message = match object.get("message") {
+        None | Some(serde_json::Value::Null) => DEFAULT_REBOOT_MESSAGE.to_owned(),
+        Some(serde_json::Value::String(message)) => message.clone(),
+        Some(_) => return Err(RequestError("\"message\" must be a string".to_owned())),
+    };
+    reboot_action_of(delay_minutes, message)
+}
+
+/// A reboot in `delay_minutes` warning logged-in users with `message`, if
+/// [`validate_reboot`] accepts them (the host page's form, the API).
+pub fn reboot_action_of(
+    delay_minutes: u32,
+    message: String,
+) -> Result<CommandAction, RequestError> {
+    validate_reboot(delay_minutes, &message)
+        .map_err(|e| RequestError(format!("invalid reboot: {e}")))?;
+    Ok(CommandAction::Reboot {
+        delay_minutes,
+        message,
     })
 }
 
@@ -634,7 +730,7 @@ mod tests {
     }
 
     #[test]
-    fn the_three_commands_parse() {
+    fn the_commands_parse() {
         assert_eq!(
             parse(r#"{"type":"ping"}"#),
             Ok(CommandRequest {
@@ -655,6 +751,32 @@ mod tests {
             parse(r#"{"type":"refresh_inventory","expires_in_secs":86400}"#).map(|r| r.action),
             Ok(CommandAction::RefreshInventory)
         );
+        assert_eq!(
+            parse(
+                r#"{"type":"reboot","delay_minutes":5,"message":"kernel 6.12","expires_in_secs":60}"#
+            ),
+            Ok(CommandRequest {
+                action: CommandAction::Reboot {
+                    delay_minutes: 5,
+                    message: "kernel 6.12".into()
+                },
+                expires_in_secs: 60
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"reboot"}"#).map(|r| r.action),
+            Ok(CommandAction::Reboot {
+                delay_minutes: DEFAULT_REBOOT_DELAY_MINUTES,
+                message: DEFAULT_REBOOT_MESSAGE.into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"reboot","delay_minutes":0,"message":""}"#).map(|r| r.action),
+            Ok(CommandAction::Reboot {
+                delay_minutes: 0,
+                message: String::new()
+            })
+        );
     }
 
     #[test]
@@ -663,7 +785,10 @@ mod tests {
             ("", "not JSON"),
             ("[]", "JSON object"),
             (r#"{"unit":"a.service"}"#, "\"type\" is required"),
-            (r#"{"type":"reboot"}"#, "unknown command type \"reboot\""),
+            (
+                r#"{"type":"poweroff"}"#,
+                "unknown command type \"poweroff\"",
+            ),
             (
                 r#"{"type":"ping","unit":"a.service"}"#,
                 "unknown field \"unit\"",
@@ -681,6 +806,51 @@ mod tests {
                 r#"{"type":"restart_service","unit":"nginx"}"#,
                 "invalid unit",
             ),
+            // A reboot or a power-off is not a service restart.
+            (
+                r#"{"type":"restart_service","unit":"reboot.target"}"#,
+                "invalid unit",
+            ),
+            (
+                r#"{"type":"restart_service","unit":"poweroff.target"}"#,
+                "invalid unit",
+            ),
+            (
+                r#"{"type":"restart_service","unit":"systemd-reboot.service"}"#,
+                "changes the system's state",
+            ),
+            (
+                r#"{"type":"restart_service","unit":"rescue.service"}"#,
+                "changes the system's state",
+            ),
+            (
+                r#"{"type":"restart_service","unit":"apt-daily.timer"}"#,
+                "invalid unit",
+            ),
+            (
+                r#"{"type":"reboot","unit":"a.service"}"#,
+                "unknown field \"unit\"",
+            ),
+            (r#"{"type":"reboot","delay_minutes":-1}"#, "delay_minutes"),
+            (r#"{"type":"reboot","delay_minutes":1441}"#, "delay_minutes"),
+            (
+                r#"{"type":"reboot","delay_minutes":4294967296}"#,
+                "delay_minutes",
+            ),
+            (r#"{"type":"reboot","delay_minutes":1.5}"#, "delay_minutes"),
+            (r#"{"type":"reboot","delay_minutes":"5"}"#, "delay_minutes"),
+            (
+                r#"{"type":"reboot","message":5}"#,
+                "\"message\" must be a string",
+            ),
+            (
+                r#"{"type":"reboot","message":"a\nb"}"#,
+                "control characters",
+            ),
+            (
+                r#"{"type":"reboot","message":"\u001b[2J"}"#,
+                "control characters",
+            ),
             (r#"{"type":"ping","expires_in_secs":0}"#, "expires_in_secs"),
             (
                 r#"{"type":"ping","expires_in_secs":86401}"#,
@@ -695,6 +865,9 @@ mod tests {
             let err = parse(body).expect_err(body);
             assert!(err.contains(expected), "{body}: {err}");
         }
+        let long = format!(r#"{{"type":"reboot","message":"{}"}}"#, "x".repeat(201));
+        let err = parse(&long).expect_err("a long message");
+        assert!(err.contains("longer than 200 bytes"), "{err}");
         let huge = format!(
             r#"{{"type":"ping","x":"{}"}}"#,
             "a".repeat(MAX_REQUEST_BYTES)
@@ -708,6 +881,11 @@ mod tests {
         assert_eq!(
             r.payload(),
             serde_json::json!({ "type": "restart_service", "unit": "nginx.service" })
+        );
+        let r = parse(r#"{"type":"reboot","delay_minutes":5,"message":"soon"}"#).expect("valid");
+        assert_eq!(
+            r.payload(),
+            serde_json::json!({ "type": "reboot", "delay_minutes": 5, "message": "soon" })
         );
     }
 }

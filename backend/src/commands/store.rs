@@ -1,4 +1,5 @@
-//! Command queries, and applying an agent's result.
+//! Command queries, and applying an agent's result (with an upgrade's
+//! changes, reboot status and services to restart).
 
 use super::{
     CommandKind, CommandResult, CommandRow, CommandStatus, MAX_STREAMED_OUTPUT, NewCommand,
@@ -11,7 +12,8 @@ use crate::params;
 
 const COMMAND_COLUMNS: &str = "id, host_id, type, payload, requested_by, source_ip, user_agent, issued_at, \
      expires_at, command_bytes, signature, status, delivered_at, exit_code, output, error, started_at, \
-     finished_at, result_received_at, changes, streamed_bytes, output_bytes, output_truncated";
+     finished_at, result_received_at, changes, streamed_bytes, output_bytes, output_truncated, \
+     reboot_required, restarts";
 
 fn parse<T: std::str::FromStr<Err = crate::UnknownName>>(row: &Row<'_>, idx: usize) -> Result<T> {
     let text: String = row.get(idx)?;
@@ -48,6 +50,12 @@ fn command_from_row(row: &Row<'_>) -> Result<CommandRow> {
         streamed_bytes: row.get(20)?,
         output_bytes: row.get(21)?,
         output_truncated: row.get(22)?,
+        reboot_required: row.get(23)?,
+        restarts: match row.get::<Option<String>>(24)? {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| DbError::Corrupt(format!("command restarts: {e}")))?,
+        },
     })
 }
 
@@ -156,13 +164,17 @@ pub fn apply_result(
     let changes = (!result.changes.is_empty())
         .then(|| to_json("command changes", &result.changes))
         .transpose()?;
+    let restarts = (!result.restarts.is_empty())
+        .then(|| to_json("command restarts", &result.restarts))
+        .transpose()?;
     let updated = if result.command_id.is_empty() {
         0
     } else {
         tx.execute(
             "UPDATE commands SET status = $3, exit_code = $4, output = $5, error = $6, started_at = $7,
                                  finished_at = $8, result_received_at = $9, result_seq = $10,
-                                 changes = $11, streamed_bytes = $12
+                                 changes = $11, streamed_bytes = $12, reboot_required = $13,
+                                 restarts = $14
              WHERE id = $1 AND host_id = $2 AND status IN ('pending', 'delivered', 'expired')",
             params![
                 &result.command_id,
@@ -177,6 +189,8 @@ pub fn apply_result(
                 crate::db::seq(seq)?,
                 &changes,
                 i64::try_from(result.streamed_bytes).unwrap_or(i64::MAX),
+                result.reboot_required,
+                &restarts,
             ],
         )?
     };

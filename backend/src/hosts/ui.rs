@@ -7,21 +7,24 @@
 //! them out. Askama escapes every value.
 
 use askama::Template;
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use palisade_proto::msg::MAX_REBOOT_DELAY_MINUTES;
 use serde::Deserialize;
 
 use super::{AgentHealth, Host, MAX_HOST_ID, store};
 use crate::access::{Caller, Permission};
-use crate::commands::{CommandRow, CommandStatus};
+use crate::commands::{CommandKind, CommandRow, CommandStatus};
 use crate::db::Millis;
 use crate::metrics::{Resolution, Sample};
 use crate::state::AppState;
 use crate::uplink::registry::Registry;
+use crate::web::form::FormFields;
 use crate::web::format::{self, MISSING};
 use crate::web::layout::Layout;
-use crate::web::{Access, Routes, WebError, html};
+use crate::web::{Access, RequestId, Routes, WebError, html};
 
 /// Most raw samples the one-hour chart draws (one every 5 s).
 const CHART_MAX_SAMPLES: u32 = 720;
@@ -53,6 +56,11 @@ pub fn routes() -> Routes {
             "/hosts/{id}/delete",
             Access::Permission(Permission::HostsDelete),
             delete_form,
+        )
+        .post(
+            "/hosts/{id}/reboot",
+            Access::Permission(Permission::HostsReboot),
+            reboot_form,
         )
 }
 
@@ -401,6 +409,11 @@ struct HostActions {
     groups: Vec<GroupOption>,
     revoke: bool,
     delete: bool,
+    /// The caller may reboot the host (the "Reboot" form).
+    reboot: bool,
+    /// The reboot form's defaults.
+    reboot_delay_minutes: u32,
+    reboot_message: &'static str,
     /// When the host was revoked.
     revoked: Option<String>,
 }
@@ -430,9 +443,16 @@ struct CommandView {
 const PAGE_COMMANDS: u32 = 20;
 
 fn command_view(c: CommandRow) -> CommandView {
-    let what = match c.payload.get("unit").and_then(serde_json::Value::as_str) {
-        Some(unit) => format!("{} {unit}", c.kind.as_str()),
-        None => c.kind.as_str().to_owned(),
+    let unit = c.payload.get("unit").and_then(serde_json::Value::as_str);
+    let delay = c
+        .payload
+        .get("delay_minutes")
+        .and_then(serde_json::Value::as_u64);
+    let what = match (c.kind, unit, delay) {
+        (_, Some(unit), _) => format!("{} {unit}", c.kind.as_str()),
+        (CommandKind::Reboot, _, Some(0)) => "reboot now".to_owned(),
+        (CommandKind::Reboot, _, Some(minutes)) => format!("reboot in {minutes} min"),
+        _ => c.kind.as_str().to_owned(),
     };
     let badge = match c.status {
         CommandStatus::Succeeded => "online",
@@ -607,6 +627,9 @@ async fn host_page(
             .collect(),
         revoke: caller.may(Permission::HostsRevoke, group) && host.revoked_at.is_none(),
         delete: caller.may(Permission::HostsDelete, group),
+        reboot: caller.may(Permission::HostsReboot, group) && host.revoked_at.is_none(),
+        reboot_delay_minutes: crate::commands::DEFAULT_REBOOT_DELAY_MINUTES,
+        reboot_message: crate::commands::DEFAULT_REBOOT_MESSAGE,
         revoked: host.revoked_at.map(format::utc),
     };
     let ranges = ChartRange::ALL
@@ -889,6 +912,37 @@ async fn revoke_form(
     let host = super::api::visible_host(&state, &caller, id, Permission::HostsRevoke).await?;
     super::api::revoke(&state, &caller, &host).await?;
     Ok(Redirect::to(&format!("/hosts/{}", host.id)).into_response())
+}
+
+/// The host page's reboot form (`delay_minutes`, `message`), issued as the
+/// API issues it: `hosts:reboot` for the host's group, a refusal audited.
+/// The route's permission is dangerous, so a session that has not proved
+/// itself again recently is sent to do so first, and comes back here.
+async fn reboot_form(
+    caller: Caller,
+    Extension(request_id): Extension<RequestId>,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: FormFields,
+) -> Result<Response, WebError> {
+    let delay_minutes = form
+        .get("delay_minutes")
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| {
+            WebError::BadRequest(format!(
+                "the delay must be a whole number of minutes from 0 to {MAX_REBOOT_DELAY_MINUTES}"
+            ))
+        })?;
+    let action = crate::commands::reboot_action_of(delay_minutes, form.get("message").to_owned())
+        .map_err(|e| WebError::BadRequest(e.0))?;
+    let request = crate::commands::CommandRequest {
+        action,
+        expires_in_secs: crate::commands::DEFAULT_EXPIRES_IN_SECS,
+    };
+    let row =
+        crate::commands::api::issue_for_caller(&state, &caller, request_id, id, &request).await?;
+    Ok(Redirect::to(&format!("/hosts/{}#commands", row.host_id)).into_response())
 }
 
 async fn delete_form(

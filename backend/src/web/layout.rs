@@ -17,7 +17,11 @@ const NAV: &[(&str, &str, Permission)] = &[
     ("/hosts", "Hosts", Permission::HostsRead),
     ("/packages", "Updates", Permission::PackagesRead),
     ("/patch-runs", "Patch runs", Permission::PatchRunsRead),
-    ("/patch-policies", "Patch policies", Permission::PatchPoliciesRead),
+    (
+        "/patch-policies",
+        "Patch policies",
+        Permission::PatchPoliciesRead,
+    ),
     ("/host-groups", "Host groups", Permission::HostGroupsRead),
     (
         "/enrollment-tokens",

@@ -1,7 +1,7 @@
 //! Commands and their results.
 
 use palisade_backend::audit::{Action, Actor, NewAuditEvent, Outcome};
-use palisade_backend::commands::{CommandKind, CommandStatus, NewCommand, store};
+use palisade_backend::commands::{CommandKind, CommandStatus, NewCommand, Restart, store};
 use palisade_backend::db::{DbError, Millis};
 use palisade_proto::msg::RecordBody;
 use palisade_proto::pb;
@@ -14,6 +14,7 @@ conformance!(
     the_first_result_completes_a_command_once,
     results_that_match_no_command_of_the_host_are_audited_not_applied,
     a_hosts_commands_list_newest_first,
+    an_upgrades_reboot_status_and_restarts_are_stored_with_its_result,
 );
 
 fn new_command(id: &str, host_id: &str, issued_at: Millis) -> NewCommand {
@@ -273,5 +274,77 @@ async fn a_hosts_commands_list_newest_first(ctx: Ctx) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn an_upgrades_reboot_status_and_restarts_are_stored_with_its_result(ctx: Ctx) {
+    let ctx = ctx.with_host("h1").await;
+    for id in ["up-1", "up-2", "ping-1"] {
+        create(&ctx, id, "h1", T0).await.unwrap();
+    }
+    let restarts = vec![
+        pb::ServiceRestart {
+            unit: "nginx.service".into(),
+            pids: vec![7, 12],
+            files: vec![
+                "/usr/lib/x86_64-linux-gnu/libssl.so.3".into(),
+                "/usr/sbin/nginx".into(),
+            ],
+        },
+        pb::ServiceRestart {
+            unit: String::new(),
+            pids: vec![30],
+            files: vec!["/opt/app/bin/app".into()],
+        },
+    ];
+    let with = |id: &str, reboot: Option<bool>, restarts: Vec<pb::ServiceRestart>| {
+        let RecordBody::CommandResult(mut r) = result(id, pb::CommandStatus::Succeeded, "") else {
+            unreachable!("a result")
+        };
+        r.reboot_required = reboot;
+        r.restarts = restarts;
+        RecordBody::CommandResult(r)
+    };
+    ctx.store(
+        "h1",
+        T0 + 50,
+        vec![
+            rec(1, with("up-1", Some(true), restarts)),
+            rec(2, with("up-2", Some(false), Vec::new())),
+            rec(3, result("ping-1", pb::CommandStatus::Succeeded, "pong")),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let up = get(&ctx, "up-1").await;
+    assert_eq!(up.reboot_required, Some(true));
+    assert_eq!(
+        up.restarts,
+        [
+            Restart {
+                unit: Some("nginx.service".into()),
+                pids: vec![7, 12],
+                files: vec![
+                    "/usr/lib/x86_64-linux-gnu/libssl.so.3".into(),
+                    "/usr/sbin/nginx".into()
+                ],
+            },
+            Restart {
+                unit: None,
+                pids: vec![30],
+                files: vec!["/opt/app/bin/app".into()],
+            },
+        ]
+    );
+    assert_eq!(up.restarts[0].service(), Some("nginx.service"));
+    assert_eq!(up.restarts[1].service(), None);
+    let up = get(&ctx, "up-2").await;
+    assert_eq!((up.reboot_required, up.restarts.len()), (Some(false), 0));
+    let ping = get(&ctx, "ping-1").await;
+    assert_eq!(
+        (ping.reboot_required, ping.restarts.len()),
+        (None, 0),
+        "a result that says nothing stores nothing"
     );
 }

@@ -6,7 +6,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use palisade_packages::deb::StatusFile;
-use palisade_packages::reboot::{RunningKernel, debian_kernel, deleted_mappings};
+use palisade_packages::reboot::{
+    REBOOT_REQUIRED_FLAG, RunningKernel, debian_kernel, deleted_mappings, flag_reason,
+};
 
 fuzz_target!(|bytes: &[u8]| {
     let mut parts = bytes.split(|&b| b == 0xff);
@@ -21,8 +23,10 @@ fuzz_target!(|bytes: &[u8]| {
         &version,
         Some(signature.as_str()).filter(|s| !s.is_empty()),
     );
-    if let Ok(status) = StatusFile::parse(status.as_bytes()) {
+    let status_text = status;
+    if let Ok(status) = StatusFile::parse(status_text.as_bytes()) {
         let verdict = debian_kernel(&running, &status.packages);
-        let _ = verdict.reboot_required();
+        assert_eq!(verdict.reason().is_some(), verdict.reboot_required());
+        assert!(flag_reason(Some(&status_text)).starts_with(REBOOT_REQUIRED_FLAG));
     }
 });

@@ -19,9 +19,85 @@ pub const MAX_COMMAND_ID: usize = 128;
 /// Longest systemd unit name accepted (systemd's own limit is 255).
 pub const MAX_UNIT_NAME: usize = 256;
 
-/// The unit types a `restart_service` command may name.
-pub const RESTARTABLE_UNIT_SUFFIXES: &[&str] =
-    &[".service", ".socket", ".timer", ".target", ".path"];
+/// The unit types a `restart_service` command may name: a service, and the
+/// socket that starts one. Not a target: targets are how systemd changes the
+/// system's state (`poweroff.target`, `reboot.target`, `rescue.target`...,
+/// and their aliases such as `ctrl-alt-del.target`), and restarting any
+/// target starts everything it wants. Not a timer or a path unit: each
+/// exists to start another unit of any type, a target included, so
+/// restarting one starts that unit indirectly. (A socket starts only a
+/// service, and only when a connection arrives.)
+pub const RESTARTABLE_UNIT_SUFFIXES: &[&str] = &[".service", ".socket"];
+
+/// Units that change the system's state when started: a reboot or a
+/// power-off is a command of its own ([`CommandAction::Reboot`], with a
+/// permission of its own), and the others have no place in a remote
+/// service action. From systemd's special units (systemd.special(7)) and
+/// what the distributions ship besides. `restart_service` refuses every
+/// target anyway (see [`RESTARTABLE_UNIT_SUFFIXES`]); the targets are here
+/// for control, which also refuses a service that starts one of these.
+pub const STATE_CHANGING_UNITS: &[&str] = &[
+    // Power: the targets (with their SysV runlevel and keyboard aliases)
+    // and the services they run. PID 1 carries them out, outside control's
+    // sandbox.
+    "poweroff.target",
+    "reboot.target",
+    "halt.target",
+    "kexec.target",
+    "soft-reboot.target",
+    "ctrl-alt-del.target",
+    "exit.target",
+    "runlevel0.target",
+    "runlevel6.target",
+    "shutdown.target",
+    "umount.target",
+    "final.target",
+    "systemd-poweroff.service",
+    "systemd-reboot.service",
+    "systemd-halt.service",
+    "systemd-kexec.service",
+    "systemd-soft-reboot.service",
+    "systemd-exit.service",
+    // Offline updates and resets, which end in a reboot.
+    "system-update.target",
+    "system-update-pre.target",
+    "factory-reset.target",
+    "systemd-sysupdate-reboot.service",
+    // Sleep: the host leaves the network until someone wakes it.
+    "sleep.target",
+    "suspend.target",
+    "hibernate.target",
+    "hybrid-sleep.target",
+    "suspend-then-hibernate.target",
+    "systemd-suspend.service",
+    "systemd-hibernate.service",
+    "systemd-hybrid-sleep.service",
+    "systemd-suspend-then-hibernate.service",
+    // Single-user modes: everything else stops, a root shell waits on the
+    // console.
+    "rescue.target",
+    "emergency.target",
+    "runlevel1.target",
+    "rescue.service",
+    "emergency.service",
+    // A root shell on tty9 without a password.
+    "debug-shell.service",
+    // Debian's kexec-tools: stopping `kexec` boots the loaded kernel.
+    "kexec.service",
+    "kexec-load.service",
+    // SysV names of the power actions, where a distribution still has them.
+    "halt.service",
+    "poweroff.service",
+    "reboot.service",
+];
+
+/// Prefixes of state-changing units that come in families: `initrd-*`
+/// leave the initrd (switching root, isolating targets; no-ops on a booted
+/// system at best, and `initrd.target` too); `systemd-pcr*` extend the
+/// TPM's PCRs with the boot phase (measured again, they lock secrets
+/// sealed to the booted state away until the next boot) or rewrite the
+/// pcrlock policy.
+pub const STATE_CHANGING_UNIT_PREFIXES: &[&str] = &["initrd-", "initrd.", "systemd-pcr"];
 
 /// The bytes the command-signing key signs for an encoded `Command`:
 /// [`COMMAND_SIGNING_CONTEXT`] followed by `command`.
@@ -216,11 +292,38 @@ pub fn validate_reboot(delay_minutes: u32, message: &str) -> Result<(), String> 
     Ok(())
 }
 
-/// Checks a systemd unit name strictly enough that it can only ever name
-/// one unit: 1 to [`MAX_UNIT_NAME`] bytes of `A-Z a-z 0-9 : _ . @ - \`
+/// Whether starting (or restarting) the unit named `unit` changes the
+/// system's state, by its name alone: one of [`STATE_CHANGING_UNITS`]
+/// (also as a template instance, `name@x.service`) or a name starting with
+/// one of [`STATE_CHANGING_UNIT_PREFIXES`]. Control asks the same of the
+/// name systemd resolves an alias to and of the units a unit starts.
+pub fn changes_system_state(unit: &str) -> bool {
+    let template = match (unit.split_once('@'), unit.rsplit_once('.')) {
+        (Some((prefix, _)), Some((_, suffix))) => Some(format!("{prefix}.{suffix}")),
+        _ => None,
+    };
+    STATE_CHANGING_UNITS
+        .iter()
+        .any(|u| *u == unit || template.as_deref() == Some(*u))
+        || STATE_CHANGING_UNIT_PREFIXES
+            .iter()
+            .any(|p| unit.starts_with(p))
+}
+
+/// Checks a unit name for `restart_service`: strictly enough that it can
+/// only ever name one unit, and not a unit whose start changes the system's
+/// state. 1 to [`MAX_UNIT_NAME`] bytes of `A-Z a-z 0-9 : _ . @ - \`
 /// (systemd's unit-name alphabet, so no glob characters: `systemctl` would
 /// expand `*`, `?` and `[`), not starting with `-` or `.`, ending in one of
-/// [`RESTARTABLE_UNIT_SUFFIXES`] with a non-empty name before it.
+/// [`RESTARTABLE_UNIT_SUFFIXES`] with a non-empty name before it, and not
+/// [`changes_system_state`].
+///
+/// Names are what can be checked here. Before each restart control also
+/// asks systemd what the name resolves to and what the unit starts or does
+/// when it stops or fails (`palisade_agent_control::exec`). What a unit's
+/// own program does is beyond both (a site's `nightly-reboot.service` that
+/// runs `/sbin/reboot` passes): `services:restart` trusts its holder with
+/// the services a host has.
 pub fn validate_unit_name(unit: &str) -> Result<(), String> {
     if unit.is_empty() {
         return Err("the unit name is empty".into());
@@ -252,6 +355,11 @@ pub fn validate_unit_name(unit: &str) -> Result<(), String> {
     };
     if stem.is_empty() || stem.starts_with('@') {
         return Err("the unit name has nothing before its suffix".into());
+    }
+    if changes_system_state(unit) {
+        return Err(format!(
+            "{unit} changes the system's state when started: it cannot be restarted as a service (a reboot is a command of its own)"
+        ));
     }
     Ok(())
 }
@@ -382,10 +490,14 @@ mod tests {
             "nginx.service",
             "getty@tty1.service",
             "systemd-fsck@dev-disk-by\\x2duuid-1.service",
-            "apt-daily.timer",
-            "multi-user.target",
             "docker.socket",
-            "a:b_c.path",
+            "a:b_c.service",
+            // Restarting these is ordinary service work.
+            "systemd-journald.service",
+            "systemd-logind.service",
+            "serial-getty@ttyS0.service",
+            "user@1000.service",
+            "dbus.socket",
         ] {
             assert_eq!(validate_unit_name(good), Ok(()), "{good}");
         }
@@ -399,6 +511,8 @@ mod tests {
             "--force.service",
             "nginx",
             "nginx.mount",
+            "apt-daily.timer",
+            "a:b_c.path",
             "nginx.service ",
             "nginx*.service",
             "ngin?.service",
@@ -424,6 +538,140 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn no_unit_that_changes_the_system_state_can_be_restarted() {
+        // No target at all, whatever it is.
+        for unit in ["multi-user.target", "graphical.target", "default.target"] {
+            let err = validate_unit_name(unit).expect_err(unit);
+            assert!(err.contains("must end in"), "{unit}: {err}");
+        }
+        let refused = [
+            "poweroff.target",
+            "reboot.target",
+            "halt.target",
+            "kexec.target",
+            "soft-reboot.target",
+            "ctrl-alt-del.target",
+            "exit.target",
+            "shutdown.target",
+            "final.target",
+            "rescue.target",
+            "emergency.target",
+            "suspend.target",
+            "hibernate.target",
+            "hybrid-sleep.target",
+            "suspend-then-hibernate.target",
+            "sleep.target",
+            "runlevel0.target",
+            "runlevel1.target",
+            "runlevel6.target",
+            "umount.target",
+            "system-update.target",
+            "system-update-pre.target",
+            "factory-reset.target",
+            "initrd.target",
+            "initrd-switch-root.target",
+            // What they start.
+            "systemd-poweroff.service",
+            "systemd-reboot.service",
+            "systemd-halt.service",
+            "systemd-kexec.service",
+            "systemd-soft-reboot.service",
+            "systemd-exit.service",
+            "systemd-sysupdate-reboot.service",
+            "systemd-suspend.service",
+            "systemd-hibernate.service",
+            "systemd-hybrid-sleep.service",
+            "systemd-suspend-then-hibernate.service",
+            "emergency.service",
+            "rescue.service",
+            "debug-shell.service",
+            "kexec.service",
+            "kexec-load.service",
+            "halt.service",
+            "poweroff.service",
+            "reboot.service",
+            // Families and template instances.
+            "systemd-pcrphase.service",
+            "systemd-pcrphase-sysinit.service",
+            "systemd-pcrfs@-.service",
+            "systemd-pcrextend.socket",
+            "initrd-switch-root.service",
+            "initrd-cleanup.service",
+            "rescue@x.service",
+        ];
+        for unit in refused {
+            assert!(changes_system_state(unit), "{unit}");
+            let err = validate_unit_name(unit).expect_err(unit);
+            assert!(
+                err.contains("changes the system's state") || err.contains("must end in"),
+                "{unit}: {err}"
+            );
+            // The decoder refuses them too: a signed command naming one
+            // never reaches systemctl.
+            let mut c = pb::Command::from(command(CommandAction::Ping));
+            c.action = Some(pb::command::Action::RestartService(pb::RestartService {
+                unit: unit.into(),
+            }));
+            assert!(
+                matches!(
+                    decode_command(&encode_body(&c)),
+                    Err(DecodeError::Invalid {
+                        field: "restart_service.unit",
+                        ..
+                    })
+                ),
+                "{unit} must not decode"
+            );
+        }
+        for unit in STATE_CHANGING_UNITS {
+            assert!(refused.contains(unit), "{unit} has no test");
+        }
+        // Names that merely resemble one are services like any other.
+        for unit in [
+            "rescue-helper.service",
+            "my-reboot-notifier.service",
+            "systemd-rebooter.service",
+            "network-online.target",
+        ] {
+            assert!(!changes_system_state(unit), "{unit}");
+            if !unit.ends_with(".target") {
+                assert_eq!(validate_unit_name(unit), Ok(()), "{unit}");
+            }
+        }
+    }
+
+    #[test]
+    fn reboots_round_trip_and_bad_ones_do_not_decode() {
+        let reboot = command(CommandAction::Reboot {
+            delay_minutes: 5,
+            message: "kernel update; back in 2 minutes".into(),
+        });
+        let bytes = encode_body(&pb::Command::from(reboot.clone()));
+        assert_eq!(decode_command(&bytes), Ok(reboot));
+        for (delay_minutes, message) in [
+            (MAX_REBOOT_DELAY_MINUTES + 1, String::new()),
+            (1, "x".repeat(MAX_REBOOT_MESSAGE + 1)),
+            (1, "line\nbreak".to_owned()),
+            (1, "\u{1b}[2Jbell".to_owned()),
+        ] {
+            let c = command(CommandAction::Reboot {
+                delay_minutes,
+                message,
+            });
+            assert!(
+                matches!(
+                    decode_command(&encode_body(&pb::Command::from(c.clone()))),
+                    Err(DecodeError::Invalid {
+                        field: "reboot",
+                        ..
+                    })
+                ),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

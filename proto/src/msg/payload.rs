@@ -92,6 +92,62 @@ pub fn validate_command_result(r: &pb::CommandResult) -> Result<(), DecodeError>
             format!("longer than {MAX_STRING} bytes"),
         ));
     }
+    validate_restarts(&r.restarts)
+}
+
+/// Most services to restart one result lists.
+pub const MAX_RESTARTS: usize = 256;
+/// Most pids listed for one service.
+pub const MAX_RESTART_PIDS: usize = 64;
+/// Most files listed for one service.
+pub const MAX_RESTART_FILES: usize = 32;
+/// Most bytes of file names over all the services of one result (with the
+/// counts above, what keeps a result well inside a local frame).
+pub const MAX_RESTART_FILE_BYTES: usize = 128 * 1024;
+
+/// Checks an upgrade's services to restart: within the limits above, each
+/// with pids and files, names printable, files absolute paths.
+fn validate_restarts(restarts: &[pb::ServiceRestart]) -> Result<(), DecodeError> {
+    const M: &str = "CommandResult";
+    if restarts.len() > MAX_RESTARTS {
+        return Err(invalid(
+            M,
+            "restarts",
+            format!("more than {MAX_RESTARTS} items"),
+        ));
+    }
+    let mut file_bytes = 0usize;
+    for r in restarts {
+        check_str(M, "restarts.unit", &r.unit)?;
+        if r.pids.is_empty() || r.pids.len() > MAX_RESTART_PIDS {
+            return Err(invalid(
+                M,
+                "restarts.pids",
+                format!("needs 1 to {MAX_RESTART_PIDS} pids"),
+            ));
+        }
+        if r.files.is_empty() || r.files.len() > MAX_RESTART_FILES {
+            return Err(invalid(
+                M,
+                "restarts.files",
+                format!("needs 1 to {MAX_RESTART_FILES} files"),
+            ));
+        }
+        for file in &r.files {
+            check_str(M, "restarts.files", file)?;
+            if !file.starts_with('/') {
+                return Err(invalid(M, "restarts.files", "not an absolute path"));
+            }
+            file_bytes += file.len();
+        }
+    }
+    if file_bytes > MAX_RESTART_FILE_BYTES {
+        return Err(invalid(
+            M,
+            "restarts.files",
+            format!("more than {MAX_RESTART_FILE_BYTES} bytes of file names"),
+        ));
+    }
     Ok(())
 }
 
@@ -269,4 +325,92 @@ pub(super) fn check_key(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(restarts: Vec<pb::ServiceRestart>) -> pb::CommandResult {
+        pb::CommandResult {
+            command_id: "c1".into(),
+            status: pb::CommandStatus::Succeeded as i32,
+            reboot_required: Some(true),
+            restarts,
+            ..Default::default()
+        }
+    }
+
+    fn restart(unit: &str, pids: &[u32], files: &[&str]) -> pb::ServiceRestart {
+        pb::ServiceRestart {
+            unit: unit.into(),
+            pids: pids.to_vec(),
+            files: files.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+
+    fn refused_field(r: &pb::CommandResult) -> &'static str {
+        match validate_command_result(r) {
+            Err(DecodeError::Invalid { field, .. }) => field,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn restarts_within_their_limits_pass_and_beyond_them_are_refused() {
+        let good = result(vec![
+            restart("nginx.service", &[7, 12], &["/usr/sbin/nginx"]),
+            restart("", &[30], &["/opt/app/bin/app"]),
+            restart(
+                "user@1000.service/pipewire.service",
+                &[40],
+                &["/usr/lib/libpipewire.so"],
+            ),
+        ]);
+        assert_eq!(validate_command_result(&good), Ok(()));
+        let most = result(vec![
+            restart(
+                "a.service",
+                &[1; MAX_RESTART_PIDS],
+                &["/usr/lib/x.so"; MAX_RESTART_FILES]
+            );
+            MAX_RESTARTS
+        ]);
+        assert_eq!(validate_command_result(&most), Ok(()));
+
+        let too_many = result(vec![restart("a.service", &[1], &["/a"]); MAX_RESTARTS + 1]);
+        assert_eq!(refused_field(&too_many), "restarts");
+        let pids = result(vec![restart(
+            "a.service",
+            &[1; MAX_RESTART_PIDS + 1],
+            &["/a"],
+        )]);
+        assert_eq!(refused_field(&pids), "restarts.pids");
+        let no_pid = result(vec![restart("a.service", &[], &["/a"])]);
+        assert_eq!(refused_field(&no_pid), "restarts.pids");
+        let files = result(vec![restart(
+            "a.service",
+            &[1],
+            &["/a"; MAX_RESTART_FILES + 1],
+        )]);
+        assert_eq!(refused_field(&files), "restarts.files");
+        let no_file = result(vec![restart("a.service", &[1], &[])]);
+        assert_eq!(refused_field(&no_file), "restarts.files");
+        let relative = result(vec![restart("a.service", &[1], &["lib/x.so"])]);
+        assert_eq!(refused_field(&relative), "restarts.files");
+        let control = result(vec![restart("a.service", &[1], &["/lib/x\n.so"])]);
+        assert_eq!(refused_field(&control), "restarts.files");
+        let unit = result(vec![restart("a\u{7}.service", &[1], &["/a"])]);
+        assert_eq!(refused_field(&unit), "restarts.unit");
+        let long = "/".repeat(MAX_STRING);
+        let bytes = result(vec![
+            restart(
+                "a.service",
+                &[1],
+                &[long.as_str(); MAX_RESTART_FILES]
+            );
+            2
+        ]);
+        assert_eq!(refused_field(&bytes), "restarts.files");
+    }
 }
