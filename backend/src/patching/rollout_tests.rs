@@ -537,3 +537,69 @@ async fn policies_are_checked_scoped_and_shown() {
             .contains(r#"<form method="post" action="/patch-policies" id="new-policy">"#)
     );
 }
+
+#[tokio::test]
+async fn reboot_if_required_follows_what_the_host_said_after_the_upgrade() {
+    let mut f = Fleet::new().await;
+    let (_, policy) = f
+        .call(
+            "POST",
+            "/api/v1/patch-policies",
+            &policy_body(r#","concurrency":3,"reboot":"if_required","max_failure_percent":100"#),
+        )
+        .await;
+    let id = policy["id"].as_str().expect("id");
+    let (_, rollout) = f
+        .call("POST", &format!("/api/v1/patch-policies/{id}/run"), "")
+        .await;
+    let rid = rollout["id"].as_str().expect("rollout id").to_owned();
+    for (i, required) in [(0, Some(true)), (1, Some(false)), (2, None)] {
+        let dry = f.received(i);
+        f.reports(
+            i,
+            done(
+                &dry[0].command_id,
+                pb::CommandStatus::Succeeded,
+                openssl_change(),
+            ),
+        )
+        .await;
+        let real = f.received(i);
+        let mut result = done(
+            &real[0].command_id,
+            pb::CommandStatus::Succeeded,
+            openssl_change(),
+        );
+        result.reboot_required = required;
+        if i == 0 {
+            result.restarts = vec![pb::ServiceRestart {
+                unit: "nginx.service".into(),
+                pids: vec![812, 813],
+                files: vec!["/usr/lib/x86_64-linux-gnu/libssl.so.3".into()],
+            }];
+        }
+        f.reports(i, result).await;
+    }
+    f.tick().await;
+    let r = f.rollout(&rid).await;
+    let runs = r["runs"].as_array().expect("runs");
+    assert_eq!(runs[0]["reboot_required"], true, "{r}");
+    assert_eq!(runs[0]["reboot_state"], "issued");
+    assert_eq!(runs[0]["restarts"][0]["unit"], "nginx.service");
+    assert_eq!(
+        runs[0]["restarts"][0]["pids"],
+        serde_json::json!([812, 813])
+    );
+    assert_eq!(runs[1]["reboot_state"], "not_needed");
+    // The host could not tell: no reboot on a guess.
+    assert_eq!(runs[2]["reboot_required"], serde_json::Value::Null);
+    assert_eq!(runs[2]["reboot_state"], "not_needed");
+    assert!(matches!(
+        f.received(0)[..],
+        [TypedCommand {
+            action: CommandAction::Reboot { .. },
+            ..
+        }]
+    ));
+    assert!(f.received(1).is_empty() && f.received(2).is_empty());
+}
