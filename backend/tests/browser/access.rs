@@ -63,6 +63,7 @@ async fn each_role_is_offered_only_the_actions_it_may_take() {
             "Hosts",
             "Updates",
             "Patch runs",
+            "Patch policies",
             "Host groups",
             "Enrollment",
             "Users",
@@ -151,7 +152,13 @@ async fn each_role_is_offered_only_the_actions_it_may_take() {
         (
             "vera",
             &viewer_password,
-            &["Hosts", "Updates", "Patch runs", "Host groups"][..],
+            &[
+                "Hosts",
+                "Updates",
+                "Patch runs",
+                "Patch policies",
+                "Host groups",
+            ][..],
             &[
                 "/enrollment-tokens",
                 "/users",
@@ -168,6 +175,7 @@ async fn each_role_is_offered_only_the_actions_it_may_take() {
                 "Hosts",
                 "Updates",
                 "Patch runs",
+                "Patch policies",
                 "Host groups",
                 "Enrollment",
                 "Users",
